@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the third-party STOMP clients used by the interop smoke tests.
+# Run from the repository root. Safe to re-run: pip --target and npm ci both
+# rebuild their target from the pinned manifests each time.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# --target keeps stomp.py out of the system site-packages; the smoke test is
+# run with PYTHONPATH=.interop/python. --upgrade makes re-runs replace the
+# previous install instead of warning that the target already exists.
+echo "install-interop: stomp.py -> .interop/python"
+python3 -m pip install --quiet --disable-pip-version-check --upgrade \
+    --target .interop/python -r tests/interop/requirements.txt
+
+# npm ci installs exactly what package-lock.json records, so every machine
+# tests against the same client versions.
+echo "install-interop: @stomp/stompjs + ws -> tests/interop/node_modules"
+npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+
+echo "install-interop: done"
