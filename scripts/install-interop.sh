@@ -10,12 +10,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # run with PYTHONPATH=.interop/python. --upgrade makes re-runs replace the
 # previous install instead of warning that the target already exists.
 echo "install-interop: stomp.py -> .interop/python"
-python3 -m pip install --quiet --disable-pip-version-check --upgrade \
-    --target .interop/python -r tests/interop/requirements.txt
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --upgrade --target .interop/python -r tests/interop/requirements.txt
 
 # npm ci installs exactly what package-lock.json records, so every machine
 # tests against the same client versions.
 echo "install-interop: @stomp/stompjs + ws -> tests/interop/node_modules"
-npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+# Its stdout is only the "added N packages" summary; errors go to stderr.
+npm ci --prefix tests/interop --no-audit --no-fund >/dev/null
 
 echo "install-interop: done"

@@ -1,0 +1,456 @@
+//! Broker configuration, read from `broker.toml`.
+//!
+//! Every limit the broker enforces is a field here with its default in one place
+//! (`Default` impls), and the top-level `broker.toml` lists every key with that default;
+//! a unit test keeps the two in step. Unknown keys and bad values are errors that name
+//! the key, never panics.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::frame::Limits;
+
+/// The commented default configuration, embedded so the binary runs without a file.
+pub const DEFAULT_TOML: &str = include_str!("../broker.toml");
+
+/// Why a configuration could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type; the text names the key.
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value of the right type but out of range.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key path, e.g. `limits.max_headers`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen.
+    pub listeners: Listeners,
+    /// Protection against hostile or broken peers.
+    pub limits: LimitsConfig,
+    /// Heart-beat negotiation.
+    pub heartbeat: Heartbeat,
+    /// Queue behaviour.
+    pub queues: Queues,
+    /// Topic behaviour.
+    pub topics: Topics,
+    /// Per-connection outgoing buffer.
+    pub outbox: Outbox,
+    /// Authentication.
+    pub auth: Auth,
+    /// Graceful shutdown.
+    pub shutdown: Shutdown,
+}
+
+/// `[listeners]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listeners {
+    /// STOMP over plain TCP.
+    pub tcp: SocketAddr,
+    /// STOMP over WebSocket.
+    pub ws: SocketAddr,
+    /// The HTTP path WebSocket clients upgrade on.
+    pub ws_path: String,
+    /// WebSocket message type for outgoing frames.
+    pub ws_message_type: WsMessageType,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            tcp: ([127, 0, 0, 1], 61613).into(),
+            ws: ([127, 0, 0, 1], 15674).into(),
+            ws_path: "/ws".into(),
+            ws_message_type: WsMessageType::Binary,
+        }
+    }
+}
+
+/// How outgoing STOMP frames are carried over WebSocket.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WsMessageType {
+    /// Always binary messages: any body, byte for byte.
+    Binary,
+    /// Text messages when the frame is valid UTF-8, binary otherwise.
+    Text,
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open connections across both listeners; further clients wait in the backlog.
+    pub max_connections: usize,
+    /// Time for the WebSocket HTTP upgrade to complete.
+    pub handshake_timeout_ms: u64,
+    /// Time from accept to a complete CONNECT/STOMP frame.
+    pub connect_timeout_ms: u64,
+    /// Header lines per frame.
+    pub max_headers: usize,
+    /// Bytes per command or header line.
+    pub max_header_line_bytes: usize,
+    /// Bytes per frame body.
+    pub max_body_bytes: usize,
+    /// Active subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Open transactions per connection.
+    pub max_transactions: usize,
+    /// Frames buffered in one open transaction.
+    pub max_tx_frames: usize,
+    /// After an ERROR, how long to keep reading (and discarding) before closing, so the
+    /// peer's unread bytes do not turn our close into a reset that loses the ERROR.
+    pub linger_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let frame = Limits::default();
+        LimitsConfig {
+            max_connections: 10_000,
+            handshake_timeout_ms: 5_000,
+            connect_timeout_ms: 10_000,
+            max_headers: frame.max_headers,
+            max_header_line_bytes: frame.max_header_line_bytes,
+            max_body_bytes: frame.max_body_bytes,
+            max_subscriptions: 1_024,
+            max_transactions: 16,
+            max_tx_frames: 10_000,
+            linger_ms: 1_000,
+        }
+    }
+}
+
+/// `[heartbeat]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Smallest interval at which we offer to send heart-beats (0 = never).
+    pub send_ms: u64,
+    /// Interval at which we ask clients to send heart-beats (0 = don't ask).
+    pub recv_ms: u64,
+    /// A client is dropped after `grace` × the negotiated interval of silence.
+    pub grace: f64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            send_ms: 10_000,
+            recv_ms: 10_000,
+            grace: 1.5,
+        }
+    }
+}
+
+/// `[queues]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Queues {
+    /// Messages held per queue (delivered-but-unacked included).
+    pub max_depth: usize,
+    /// How long a producer waits for room in a full queue before it gets ERROR.
+    pub send_timeout_ms: u64,
+    /// Unacknowledged messages in flight per subscription unless `prefetch-count` says.
+    pub prefetch: usize,
+    /// Deliveries after the first before a message is dead-lettered.
+    pub max_redeliveries: u32,
+    /// Dead letters of `/queue/NAME` go to `/queue/<prefix>NAME`.
+    pub dead_letter_prefix: String,
+}
+
+impl Default for Queues {
+    fn default() -> Self {
+        Queues {
+            max_depth: 100_000,
+            send_timeout_ms: 5_000,
+            prefetch: 100,
+            max_redeliveries: 5,
+            dead_letter_prefix: "DLQ.".into(),
+        }
+    }
+}
+
+/// `[topics]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Topics {
+    /// What to do with a topic message for a subscriber whose outbox is full.
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+/// Topic policy for a subscriber that cannot keep up.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumerPolicy {
+    /// Drop the message for that subscriber and count it.
+    #[default]
+    Drop,
+    /// Send ERROR `slow consumer` and close that connection.
+    Disconnect,
+}
+
+/// `[outbox]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Outbox {
+    /// Frames waiting to be written per connection.
+    pub max_frames: usize,
+    /// Bytes waiting to be written per connection.
+    pub max_bytes: usize,
+    /// A write that makes no progress for this long closes the connection.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            max_frames: 1_024,
+            max_bytes: 8 * 1024 * 1024,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Accept CONNECT frames without a `login` header.
+    pub allow_anonymous: bool,
+    /// Known users; a CONNECT with a `login` must match one of them.
+    pub users: Vec<User>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            allow_anonymous: true,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// `[[auth.users]]`
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The `login` header value.
+    pub login: String,
+    /// The `passcode` header value.
+    pub passcode: String,
+}
+
+/// Hand-written so that passcodes never reach a log line.
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("login", &self.login)
+            .field("passcode", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `[shutdown]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shutdown {
+    /// How long sessions get to flush their final ERROR before they are dropped.
+    pub drain_ms: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown { drain_ms: 2_000 }
+    }
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl Config {
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Checks ranges that the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&'static str, u64); 14] = [
+            ("limits.max_connections", self.limits.max_connections as u64),
+            ("limits.handshake_timeout_ms", self.limits.handshake_timeout_ms),
+            ("limits.connect_timeout_ms", self.limits.connect_timeout_ms),
+            ("limits.max_headers", self.limits.max_headers as u64),
+            ("limits.max_header_line_bytes", self.limits.max_header_line_bytes as u64),
+            ("limits.max_subscriptions", self.limits.max_subscriptions as u64),
+            ("limits.max_tx_frames", self.limits.max_tx_frames as u64),
+            ("queues.max_depth", self.queues.max_depth as u64),
+            ("queues.send_timeout_ms", self.queues.send_timeout_ms),
+            ("queues.prefetch", self.queues.prefetch as u64),
+            ("outbox.max_frames", self.outbox.max_frames as u64),
+            ("outbox.max_bytes", self.outbox.max_bytes as u64),
+            ("outbox.write_timeout_ms", self.outbox.write_timeout_ms),
+            ("shutdown.drain_ms", self.shutdown.drain_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        if !self.heartbeat.grace.is_finite() || self.heartbeat.grace < 1.0 {
+            return Err(ConfigError::Invalid {
+                key: "heartbeat.grace",
+                reason: format!("must be a number >= 1.0, got {}", self.heartbeat.grace),
+            });
+        }
+        if !self.listeners.ws_path.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                key: "listeners.ws_path",
+                reason: "must start with '/'".into(),
+            });
+        }
+        if self.queues.dead_letter_prefix.is_empty() || self.queues.dead_letter_prefix.contains('/') {
+            return Err(ConfigError::Invalid {
+                key: "queues.dead_letter_prefix",
+                reason: "must be non-empty and contain no '/'".into(),
+            });
+        }
+        let mut logins: Vec<&str> = self.auth.users.iter().map(|u| u.login.as_str()).collect();
+        logins.sort_unstable();
+        if let Some(w) = logins.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid {
+                key: "auth.users",
+                reason: format!("login {:?} appears twice", w[0]),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parser limits derived from `[limits]`.
+    pub fn frame_limits(&self) -> Limits {
+        Limits {
+            max_headers: self.limits.max_headers,
+            max_header_line_bytes: self.limits.max_header_line_bytes,
+            max_body_bytes: self.limits.max_body_bytes,
+        }
+    }
+
+    /// `limits.handshake_timeout_ms` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        ms(self.limits.handshake_timeout_ms)
+    }
+    /// `limits.connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        ms(self.limits.connect_timeout_ms)
+    }
+    /// `limits.linger_ms` as a duration.
+    pub fn linger(&self) -> Duration {
+        ms(self.limits.linger_ms)
+    }
+    /// `queues.send_timeout_ms` as a duration.
+    pub fn send_timeout(&self) -> Duration {
+        ms(self.queues.send_timeout_ms)
+    }
+    /// `outbox.write_timeout_ms` as a duration.
+    pub fn write_timeout(&self) -> Duration {
+        ms(self.outbox.write_timeout_ms)
+    }
+    /// `shutdown.drain_ms` as a duration.
+    pub fn drain(&self) -> Duration {
+        ms(self.shutdown.drain_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let path = format!("{prefix}{k}");
+            match v {
+                toml::Value::Table(t) => keys(&format!("{path}."), t, out),
+                _ => out.push(path),
+            }
+        }
+    }
+
+    #[test]
+    fn broker_toml_is_the_defaults_and_lists_every_key() {
+        assert_eq!(Config::from_toml(DEFAULT_TOML).unwrap(), Config::default());
+        let mut documented = Vec::new();
+        keys("", &toml::from_str(DEFAULT_TOML).unwrap(), &mut documented);
+        let mut all = Vec::new();
+        keys("", &toml::Table::try_from(Config::default()).unwrap(), &mut all);
+        documented.sort();
+        all.sort();
+        assert_eq!(documented, all);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = Config::from_toml("[limits]\nmax_hedaers = 3\n").unwrap_err().to_string();
+        assert!(err.contains("max_hedaers"), "{err}");
+        let err = Config::from_toml("[nope]\n").unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        let err = Config::from_toml("[queues]\nprefetch = 0\n").unwrap_err().to_string();
+        assert!(err.contains("queues.prefetch"), "{err}");
+        let err = Config::from_toml("[heartbeat]\ngrace = 0.5\n").unwrap_err().to_string();
+        assert!(err.contains("heartbeat.grace"), "{err}");
+        let err = Config::from_toml("[listeners]\ntcp = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.contains("tcp"), "{err}");
+        let err = Config::from_toml("[topics]\nslow_consumer = \"sometimes\"\n").unwrap_err().to_string();
+        assert!(err.contains("slow_consumer"), "{err}");
+    }
+
+    #[test]
+    fn passcodes_are_redacted_in_debug() {
+        let user = User {
+            login: "a".into(),
+            passcode: "hunter2".into(),
+        };
+        assert!(!format!("{user:?}").contains("hunter2"));
+    }
+}
