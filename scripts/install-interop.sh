@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party STOMP clients used by the interop smoke tests.
-# Run from the repository root. Safe to re-run: pip --target and npm ci both
-# rebuild their target from the pinned manifests each time.
+# Paths are relative to the repository root, so the script moves there first.
+# Safe to re-run: pip --upgrade --target and npm ci both rebuild their target
+# from the pinned manifests each time.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -313,11 +313,20 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive: [(&'static str, u64); 14] = [
             ("limits.max_connections", self.limits.max_connections as u64),
-            ("limits.handshake_timeout_ms", self.limits.handshake_timeout_ms),
+            (
+                "limits.handshake_timeout_ms",
+                self.limits.handshake_timeout_ms,
+            ),
             ("limits.connect_timeout_ms", self.limits.connect_timeout_ms),
             ("limits.max_headers", self.limits.max_headers as u64),
-            ("limits.max_header_line_bytes", self.limits.max_header_line_bytes as u64),
-            ("limits.max_subscriptions", self.limits.max_subscriptions as u64),
+            (
+                "limits.max_header_line_bytes",
+                self.limits.max_header_line_bytes as u64,
+            ),
+            (
+                "limits.max_subscriptions",
+                self.limits.max_subscriptions as u64,
+            ),
             ("limits.max_tx_frames", self.limits.max_tx_frames as u64),
             ("queues.max_depth", self.queues.max_depth as u64),
             ("queues.send_timeout_ms", self.queues.send_timeout_ms),
@@ -347,7 +356,8 @@ impl Config {
                 reason: "must start with '/'".into(),
             });
         }
-        if self.queues.dead_letter_prefix.is_empty() || self.queues.dead_letter_prefix.contains('/') {
+        if self.queues.dead_letter_prefix.is_empty() || self.queues.dead_letter_prefix.contains('/')
+        {
             return Err(ConfigError::Invalid {
                 key: "queues.dead_letter_prefix",
                 reason: "must be non-empty and contain no '/'".into(),
@@ -419,7 +429,11 @@ mod tests {
         let mut documented = Vec::new();
         keys("", &toml::from_str(DEFAULT_TOML).unwrap(), &mut documented);
         let mut all = Vec::new();
-        keys("", &toml::Table::try_from(Config::default()).unwrap(), &mut all);
+        keys(
+            "",
+            &toml::Table::try_from(Config::default()).unwrap(),
+            &mut all,
+        );
         documented.sort();
         all.sort();
         assert_eq!(documented, all);
@@ -427,7 +441,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_naming_the_key() {
-        let err = Config::from_toml("[limits]\nmax_hedaers = 3\n").unwrap_err().to_string();
+        let err = Config::from_toml("[limits]\nmax_hedaers = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_hedaers"), "{err}");
         let err = Config::from_toml("[nope]\n").unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
@@ -435,13 +451,21 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors_naming_the_key() {
-        let err = Config::from_toml("[queues]\nprefetch = 0\n").unwrap_err().to_string();
+        let err = Config::from_toml("[queues]\nprefetch = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("queues.prefetch"), "{err}");
-        let err = Config::from_toml("[heartbeat]\ngrace = 0.5\n").unwrap_err().to_string();
+        let err = Config::from_toml("[heartbeat]\ngrace = 0.5\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("heartbeat.grace"), "{err}");
-        let err = Config::from_toml("[listeners]\ntcp = \"nowhere\"\n").unwrap_err().to_string();
+        let err = Config::from_toml("[listeners]\ntcp = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tcp"), "{err}");
-        let err = Config::from_toml("[topics]\nslow_consumer = \"sometimes\"\n").unwrap_err().to_string();
+        let err = Config::from_toml("[topics]\nslow_consumer = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("slow_consumer"), "{err}");
     }
 

@@ -81,6 +81,17 @@ class Recorder(stomp.ConnectionListener):
     def wait_for_receipt(self, receipt_id, what):
         self.wait_for(lambda: receipt_id in self.receipts, f"RECEIPT for {what}")
 
+    def received(self):
+        with self._cond:
+            return list(self.messages)
+
+    def messages_within(self, seconds):
+        """Waits up to `seconds` for any MESSAGE; returns what arrived."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.messages or self.errors, seconds)
+            self.raise_on_error(f"the {seconds}s quiet period")
+            return list(self.messages)
+
     def raise_on_error(self, what):
         if self.errors:
             frame = self.errors[0]
@@ -173,15 +184,14 @@ def run_pass(label, factory, host, port):
     subscribe(label, conn, rec, topic, "t", "auto")
 
     for body, headers in QUEUE_MESSAGES:
-        conn.send(queue, body, headers=dict(headers))
+        conn.send(queue, body, headers=headers)
     for body in TOPIC_BODIES:
         conn.send(topic, body)
     trace(label, f"sent {len(QUEUE_MESSAGES)} to {queue}, {len(TOPIC_BODIES)} to {topic}")
 
     total = len(QUEUE_MESSAGES) + len(TOPIC_BODIES)
     rec.wait_for(lambda: len(rec.messages) >= total, f"{total} MESSAGE frames")
-    with rec._cond:
-        received = list(rec.messages)
+    received = rec.received()
     queue_frames = [f for f in received if f.headers.get("subscription") == "q"]
     topic_frames = [f for f in received if f.headers.get("subscription") == "t"]
     if len(queue_frames) + len(topic_frames) != len(received):
@@ -202,12 +212,10 @@ def run_pass(label, factory, host, port):
 
     conn2, rec2, _ = connect(label, factory, host, port)
     subscribe(label, conn2, rec2, queue, "q2", "client-individual")
-    with rec2._cond:
-        rec2._cond.wait_for(lambda: rec2.messages or rec2.errors, QUIET_PERIOD)
-        rec2.raise_on_error("the quiet period")
-        if rec2.messages:
-            bodies = [f.body for f in rec2.messages]
-            raise SmokeFailure(f"acked messages were redelivered to a second consumer: {bodies!r}")
+    redelivered = rec2.messages_within(QUIET_PERIOD)
+    if redelivered:
+        bodies = [f.body for f in redelivered]
+        raise SmokeFailure(f"acked messages were redelivered to a second consumer: {bodies!r}")
     trace(label, f"second consumer got nothing in {QUIET_PERIOD}s: acks were honoured")
     disconnect(label, conn2, rec2)
 

@@ -1,0 +1,384 @@
+//! The destination router: maps names to destinations, creating them on first use.
+//!
+//! - `/queue/NAME`: one consumer per message, kept until consumed ([`Queue`]).
+//! - `/topic/NAME`: every current subscriber ([`Topic`]); subscriptions may use
+//!   wildcards ([`Pattern`]). A topic exists only while it has subscribers, so a SEND to
+//!   a fresh name allocates nothing.
+//! - `/temp-queue/SESSION/NAME`: a queue private to the connection SESSION (only it may
+//!   subscribe), removed when that connection closes. Sessions translate the short form
+//!   `/temp-queue/NAME` that clients use into this routable form.
+//!
+//! The maps are behind `RwLock`s held only to find or insert an `Arc`; every
+//! destination has its own mutex. Nothing here awaits while holding a lock: the only
+//! await, for queue depth, happens before the queue's lock is taken.
+
+mod message;
+mod pattern;
+mod queue;
+mod subscription;
+mod topic;
+
+pub use message::Message;
+pub use pattern::Pattern;
+pub use queue::Queue;
+pub use subscription::{AckMode, AutoAck, Subscription, Unacked, Undelivered};
+pub use topic::Topic;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::config::{Queues, SlowConsumerPolicy};
+use crate::frame::Headers;
+use crate::metrics::Metrics;
+
+/// Why the router refused a SEND or SUBSCRIBE; the text becomes the ERROR `message`.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum RouteError {
+    /// Not `/queue/…`, `/topic/…` or `/temp-queue/…`, or an empty name.
+    #[error("unsupported destination {0:?}: use /queue/NAME, /topic/NAME or /temp-queue/NAME")]
+    BadDestination(String),
+    /// The queue stayed full for `queues.send_timeout_ms`.
+    #[error("queue {0} is full")]
+    QueueFull(String),
+    /// A SUBSCRIBE to another connection's temp queue.
+    #[error("temp queue {0} belongs to another connection")]
+    NotOwner(String),
+}
+
+/// What a subscription is attached to, kept by the session for UNSUBSCRIBE and acks.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A queue or temp queue.
+    Queue(Arc<Queue>),
+    /// An exact-name topic.
+    Topic(Arc<Topic>),
+    /// A wildcard topic subscription.
+    Wildcard,
+}
+
+/// Router settings taken from the config.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// `[queues]`.
+    pub max_depth: usize,
+    /// `queues.send_timeout_ms`.
+    pub send_timeout: Duration,
+    /// `queues.max_redeliveries`.
+    pub max_redeliveries: u32,
+    /// `queues.dead_letter_prefix`.
+    pub dead_letter_prefix: String,
+    /// `topics.slow_consumer`.
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+impl RouterConfig {
+    /// From the `[queues]` and `[topics]` tables.
+    pub fn new(queues: &Queues, slow_consumer: SlowConsumerPolicy) -> Self {
+        RouterConfig {
+            max_depth: queues.max_depth,
+            send_timeout: Duration::from_millis(queues.send_timeout_ms),
+            max_redeliveries: queues.max_redeliveries,
+            dead_letter_prefix: queues.dead_letter_prefix.clone(),
+            slow_consumer,
+        }
+    }
+}
+
+/// The shared state behind [`Router`] handles.
+#[derive(Debug)]
+pub struct RouterInner {
+    config: RouterConfig,
+    metrics: Arc<Metrics>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    wildcards: RwLock<Vec<(Pattern, Arc<Subscription>)>>,
+    /// Random per broker run, so message ids never repeat across restarts in practice.
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+/// A cheap, cloneable handle to the router.
+#[derive(Clone, Debug)]
+pub struct Router {
+    inner: Arc<RouterInner>,
+}
+
+const TOPIC: &str = "/topic/";
+
+enum Kind {
+    Queue,
+    Topic,
+    TempQueue,
+}
+
+fn classify(destination: &str) -> Result<Kind, RouteError> {
+    let bad = || RouteError::BadDestination(destination.to_owned());
+    let nonempty = |rest: &str| if rest.is_empty() { Err(bad()) } else { Ok(()) };
+    if let Some(rest) = destination.strip_prefix("/queue/") {
+        nonempty(rest)?;
+        Ok(Kind::Queue)
+    } else if let Some(rest) = destination.strip_prefix(TOPIC) {
+        nonempty(rest)?;
+        Ok(Kind::Topic)
+    } else if let Some(rest) = destination.strip_prefix("/temp-queue/") {
+        nonempty(rest)?;
+        Ok(Kind::TempQueue)
+    } else {
+        Err(bad())
+    }
+}
+
+/// The owning session of a routable temp-queue name `/temp-queue/SESSION/NAME`.
+fn temp_owner(destination: &str) -> Option<&str> {
+    let rest = destination.strip_prefix("/temp-queue/")?;
+    rest.split_once('/').map(|(owner, _)| owner)
+}
+
+impl RouterInner {
+    fn is_dead_letter_queue(&self, name: &str) -> bool {
+        name.strip_prefix("/queue/")
+            .is_some_and(|n| n.starts_with(&self.config.dead_letter_prefix))
+    }
+
+    fn queue(self: &Arc<Self>, name: &str, owner: Option<&Arc<str>>) -> Arc<Queue> {
+        if let Some(q) = self.queues.read().expect("router lock poisoned").get(name) {
+            return q.clone();
+        }
+        let mut queues = self.queues.write().expect("router lock poisoned");
+        queues
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Queue::new(
+                    name.to_owned(),
+                    owner.cloned(),
+                    self.config.max_depth,
+                    Arc::downgrade(self),
+                )
+            })
+            .clone()
+    }
+
+    /// Moves a message that exhausted its redeliveries to `/queue/<prefix>NAME`, keeping
+    /// where it came from in an `original-destination` header. A full dead-letter queue
+    /// discards it (counted): it must not block the NACK that caused it.
+    fn dead_letter(self: &Arc<Self>, from: &str, message: &Message) {
+        let name = from.strip_prefix("/queue/").unwrap_or(from);
+        let dlq = self.queue(
+            &format!("/queue/{}{}", self.config.dead_letter_prefix, name),
+            None,
+        );
+        let Some(permit) = dlq.try_reserve() else {
+            Metrics::inc(&self.metrics.discarded);
+            tracing::warn!(queue = %dlq.name, "dead-letter queue full; message discarded");
+            return;
+        };
+        let mut headers = message.headers.clone();
+        if headers.get("original-destination").is_none() {
+            headers.push("original-destination", message.destination.clone());
+        }
+        let dead = Message::new(
+            message.id.clone(),
+            dlq.name.clone(),
+            headers,
+            message.body.clone(),
+        );
+        Metrics::inc(&self.metrics.dead_letters);
+        dlq.push(Arc::new(dead), permit);
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new(config: RouterConfig, metrics: Arc<Metrics>) -> Router {
+        let id_prefix = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        Router {
+            inner: Arc::new(RouterInner {
+                config,
+                metrics,
+                queues: RwLock::default(),
+                topics: RwLock::default(),
+                wildcards: RwLock::default(),
+                id_prefix,
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Builds a message with a fresh id.
+    pub fn message(&self, destination: String, headers: Headers, body: bytes::Bytes) -> Message {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        Message::new(
+            format!("{}-{n}", self.inner.id_prefix),
+            destination,
+            headers,
+            body,
+        )
+    }
+
+    /// Checks that a destination name is routable without routing anything.
+    pub fn check_destination(&self, destination: &str) -> Result<(), RouteError> {
+        classify(destination).map(|_| ())
+    }
+
+    /// Routes a message. Waits (up to `queues.send_timeout_ms`) only when the target
+    /// queue is full; topics never wait.
+    pub async fn send(&self, message: Message) -> Result<(), RouteError> {
+        let inner = &self.inner;
+        match classify(&message.destination)? {
+            Kind::Topic => {
+                let message = Arc::new(message);
+                let name = &message.destination[TOPIC.len()..];
+                let topic = inner
+                    .topics
+                    .read()
+                    .expect("router lock poisoned")
+                    .get(&message.destination)
+                    .cloned();
+                let policy = inner.config.slow_consumer;
+                if let Some(topic) = topic {
+                    topic.publish(&message, policy, &inner.metrics);
+                }
+                for (pattern, sub) in inner.wildcards.read().expect("router lock poisoned").iter() {
+                    if pattern.matches(name) {
+                        topic::deliver(sub, &message, policy, &inner.metrics);
+                    }
+                }
+            }
+            Kind::Queue => {
+                let queue = inner.queue(&message.destination, None);
+                let permit = queue.reserve(inner.config.send_timeout).await?;
+                queue.push(Arc::new(message), permit);
+            }
+            Kind::TempQueue => {
+                let queue = inner
+                    .queues
+                    .read()
+                    .expect("router lock poisoned")
+                    .get(&message.destination)
+                    .cloned();
+                match queue {
+                    Some(queue) => {
+                        let permit = queue.reserve(inner.config.send_timeout).await?;
+                        queue.push(Arc::new(message), permit);
+                    }
+                    None => {
+                        // Its owner is gone (or never existed): nobody could ever read it.
+                        Metrics::inc(&inner.metrics.discarded);
+                        tracing::debug!(destination = %message.destination, "no such temp queue; message discarded");
+                    }
+                }
+            }
+        }
+        Metrics::inc(&inner.metrics.messages_in);
+        Ok(())
+    }
+
+    /// Creates a temp queue owned by `owner` (so replies sent before the owner
+    /// subscribes are kept).
+    pub fn ensure_temp_queue(&self, destination: &str, owner: &Arc<str>) {
+        self.inner.queue(destination, Some(owner));
+    }
+
+    /// Attaches a subscription to `destination`.
+    pub fn subscribe(
+        &self,
+        destination: &str,
+        sub: Arc<Subscription>,
+    ) -> Result<Target, RouteError> {
+        let inner = &self.inner;
+        match classify(destination)? {
+            Kind::Queue => {
+                let queue = inner.queue(destination, None);
+                queue.add_consumer(sub);
+                Ok(Target::Queue(queue))
+            }
+            Kind::TempQueue => {
+                if temp_owner(destination) != Some(&*sub.session) {
+                    return Err(RouteError::NotOwner(destination.to_owned()));
+                }
+                let queue = inner.queue(destination, Some(&sub.session));
+                queue.add_consumer(sub);
+                Ok(Target::Queue(queue))
+            }
+            Kind::Topic => {
+                if let Some(pattern) = Pattern::parse(&destination[TOPIC.len()..]) {
+                    inner
+                        .wildcards
+                        .write()
+                        .expect("router lock poisoned")
+                        .push((pattern, sub));
+                    return Ok(Target::Wildcard);
+                }
+                let mut topics = inner.topics.write().expect("router lock poisoned");
+                let topic = topics
+                    .entry(destination.to_owned())
+                    .or_insert_with(|| Arc::new(Topic::new(destination.to_owned())))
+                    .clone();
+                topic.add(sub);
+                Ok(Target::Topic(topic))
+            }
+        }
+    }
+
+    /// Detaches a subscription. Unacked queue messages go back to the queue as
+    /// redeliveries; unacked topic messages are dropped (topics keep nothing).
+    pub fn unsubscribe(&self, target: &Target, sub: &Arc<Subscription>) {
+        match target {
+            Target::Queue(queue) => queue.remove_consumer(sub),
+            Target::Topic(topic) => {
+                let mut topics = self.inner.topics.write().expect("router lock poisoned");
+                if topic.remove(sub) {
+                    topics.remove(&topic.name);
+                }
+                drop(topics);
+                sub.take_all_pending();
+            }
+            Target::Wildcard => {
+                self.inner
+                    .wildcards
+                    .write()
+                    .expect("router lock poisoned")
+                    .retain(|(_, s)| !Arc::ptr_eq(s, sub));
+                sub.take_all_pending();
+            }
+        }
+    }
+
+    /// Deletes the temp queues owned by a closing session; their messages are discarded.
+    pub fn remove_temp_queues(&self, owner: &str) {
+        let mut queues = self.inner.queues.write().expect("router lock poisoned");
+        queues.retain(|_, q| {
+            let owned = q.owner.as_deref() == Some(owner);
+            if owned {
+                let lost = q.ready_len() as u64;
+                self.inner
+                    .metrics
+                    .discarded
+                    .fetch_add(lost, Ordering::Relaxed);
+            }
+            !owned
+        });
+    }
+
+    /// The queue named `name`, if it exists (for tests and the admin side).
+    pub fn queue_depth(&self, name: &str) -> Option<usize> {
+        self.inner
+            .queues
+            .read()
+            .expect("router lock poisoned")
+            .get(name)
+            .map(|q| q.ready_len())
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests;

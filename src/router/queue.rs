@@ -1,0 +1,204 @@
+//! Queues: each message goes to exactly one consumer, round-robin among the consumers
+//! that have credit, and waits in the queue while none has.
+//!
+//! Depth is bounded by a semaphore whose permits travel with the messages: a permit is
+//! taken by the producer *before* any lock (waiting up to `send_timeout` when the queue
+//! is full, which pauses only that producer's connection) and released when the message
+//! is acknowledged, written (auto-ack) or dead-lettered.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Message, RouteError, RouterInner, Subscription, Unacked};
+use crate::metrics::Metrics;
+use crate::outbox::Wake;
+
+#[derive(Debug)]
+struct Ready {
+    message: Arc<Message>,
+    redeliveries: u32,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<Ready>,
+    consumers: Vec<Arc<Subscription>>,
+    /// Round-robin cursor into `consumers`.
+    next: usize,
+}
+
+/// One queue (`/queue/…`, or a connection's `/temp-queue/…`).
+#[derive(Debug)]
+pub struct Queue {
+    /// The full destination name.
+    pub name: String,
+    /// For temp queues: the owning session's id.
+    pub owner: Option<Arc<str>>,
+    /// Depth permits: `queues.max_depth` in total.
+    depth: Arc<Semaphore>,
+    state: Mutex<State>,
+    /// To reach the dead-letter queue; weak so destinations don't keep the router alive.
+    router: Weak<RouterInner>,
+    /// Ourselves, to register for outbox wake-ups.
+    me: Weak<Queue>,
+}
+
+impl Queue {
+    pub(super) fn new(
+        name: String,
+        owner: Option<Arc<str>>,
+        max_depth: usize,
+        router: Weak<RouterInner>,
+    ) -> Arc<Queue> {
+        Arc::new_cyclic(|me| Queue {
+            name,
+            owner,
+            depth: Arc::new(Semaphore::new(max_depth)),
+            state: Mutex::new(State::default()),
+            router,
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("queue lock poisoned")
+    }
+
+    /// Waits up to `timeout` for room for one more message.
+    pub async fn reserve(&self, timeout: Duration) -> Result<OwnedSemaphorePermit, RouteError> {
+        match tokio::time::timeout(timeout, self.depth.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(RouteError::QueueFull(self.name.clone())),
+        }
+    }
+
+    /// Room for one more message right now, without waiting.
+    pub fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
+        self.depth.clone().try_acquire_owned().ok()
+    }
+
+    /// Enqueues a message holding its depth permit and delivers what can be delivered.
+    pub fn push(self: &Arc<Self>, message: Arc<Message>, permit: OwnedSemaphorePermit) {
+        let mut st = self.lock();
+        st.ready.push_back(Ready {
+            message,
+            redeliveries: 0,
+            permit: Some(permit),
+        });
+        self.dispatch_locked(&mut st);
+    }
+
+    /// Adds a consumer and gives it whatever is waiting.
+    pub fn add_consumer(self: &Arc<Self>, sub: Arc<Subscription>) {
+        let mut st = self.lock();
+        st.consumers.push(sub);
+        self.dispatch_locked(&mut st);
+    }
+
+    /// Removes a consumer; its unacked deliveries come back as redeliveries.
+    pub fn remove_consumer(self: &Arc<Self>, sub: &Arc<Subscription>) {
+        {
+            let mut st = self.lock();
+            st.consumers.retain(|c| !Arc::ptr_eq(c, sub));
+        }
+        let pending = sub.take_all_pending();
+        if !pending.is_empty() {
+            self.requeue(pending, true);
+        }
+    }
+
+    /// Number of messages waiting for a consumer (not counting unacked ones).
+    pub fn ready_len(&self) -> usize {
+        self.lock().ready.len()
+    }
+
+    /// Puts messages back at the head of the queue, in their original order. With
+    /// `delivered`, each counts as a redelivery and one past `max_redeliveries` is
+    /// dead-lettered instead (messages already in a dead-letter queue stay there).
+    pub fn requeue(self: &Arc<Self>, items: Vec<Unacked>, delivered: bool) {
+        let Some(router) = self.router.upgrade() else {
+            return;
+        };
+        let is_dlq = router.is_dead_letter_queue(&self.name);
+        let mut back = Vec::with_capacity(items.len());
+        for item in items {
+            let redeliveries = item.redeliveries + u32::from(delivered);
+            if delivered
+                && !is_dlq
+                && self.owner.is_none()
+                && redeliveries > router.config.max_redeliveries
+            {
+                drop(item.permit);
+                router.dead_letter(&self.name, &item.message);
+                continue;
+            }
+            if delivered {
+                Metrics::inc(&router.metrics.redeliveries);
+            }
+            back.push(Ready {
+                message: item.message,
+                redeliveries,
+                permit: item.permit,
+            });
+        }
+        let mut st = self.lock();
+        for r in back.into_iter().rev() {
+            st.ready.push_front(r);
+        }
+        self.dispatch_locked(&mut st);
+    }
+
+    /// Delivers what can be delivered (after credit was freed elsewhere).
+    pub fn dispatch(self: &Arc<Self>) {
+        let mut st = self.lock();
+        self.dispatch_locked(&mut st);
+    }
+
+    fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
+        while !st.ready.is_empty() {
+            let n = st.consumers.len();
+            let Some(offset) = (0..n).find(|i| st.consumers[(st.next + i) % n].has_credit()) else {
+                // Nobody has credit. Those held back by a full outbox (not by their
+                // prefetch window) will wake us when their writer catches up.
+                for c in &st.consumers {
+                    if !c.window_full() {
+                        let me: Weak<dyn Wake> = self.me.clone();
+                        c.outbox.wake_when_ready(me);
+                    }
+                }
+                return;
+            };
+            let idx = (st.next + offset) % n;
+            st.next = (idx + 1) % n;
+            let consumer = st.consumers[idx].clone();
+            let r = st.ready.pop_front().expect("checked non-empty");
+            if let Err(back) = consumer.deliver(r.message, r.redeliveries, r.permit, Some(self)) {
+                // Lost a race with the outbox filling up: keep the message first in line.
+                st.ready.push_front(Ready {
+                    message: back.message,
+                    redeliveries: r.redeliveries,
+                    permit: back.permit,
+                });
+                // Its writer wakes us once it has drained; until then stop here rather
+                // than spin on a consumer whose credit check raced its outbox.
+                let me: Weak<dyn Wake> = self.me.clone();
+                consumer.outbox.wake_when_ready(me);
+                return;
+            } else if let Some(router) = self.router.upgrade() {
+                Metrics::inc(&router.metrics.messages_out);
+            }
+        }
+    }
+}
+
+impl Wake for Queue {
+    fn wake(&self) {
+        if let Some(me) = self.me.upgrade() {
+            me.dispatch();
+        }
+    }
+}
