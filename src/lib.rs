@@ -1,5 +1,195 @@
+//! stompbox: a STOMP 1.0/1.1/1.2 message broker over TCP and WebSocket.
+//!
+//! # Module map
+//!
+//! One SEND travels: `transport` (TCP bytes, or WebSocket message payloads) →
+//! `frame::Parser` (nom, streaming, limits) → `session` (the per-connection state
+//! machine) → `router` (destination lookup) → a `Queue` (one consumer) or `Topic`
+//! (every subscriber) → each subscriber's bounded `outbox` → its writer task → socket.
+//!
+//! - [`config`] — `broker.toml`, every limit with its default.
+//! - [`frame`] — frames, parser, encoder; pure, no I/O.
+//! - [`transport`] — TCP and WebSocket (subprotocol negotiation), reduced to one
+//!   source/sink pair.
+//! - `listener` — accept loops, connection permits, one tracing span per connection.
+//! - [`session`] — CONNECT, subscriptions, acks, transactions, receipts, heart-beats; the
+//!   reader and writer tasks of a connection.
+//! - [`router`] — queues (credit, prefetch, redelivery, dead letters), topics
+//!   (wildcards, slow-consumer policy), temp queues.
+//! - [`outbox`] — the bounded per-connection queue the router `try`-pushes into.
+//! - [`metrics`] — counters.
+//!
+//! # Vocabulary
+//!
+//! - *session*: one client connection after CONNECT.
+//! - *subscription*: one SUBSCRIBE; it has an ack mode and a prefetch window.
+//! - *outbox*: the frames waiting to be written to one connection.
+//! - *credit*: a queue may hand a subscription a message only while the subscription
+//!   has fewer than `prefetch` deliveries in flight and its outbox has room.
+//! - *slow consumer*: a connection whose outbox is full.
+//!
+//! # Lock order
+//!
+//! `router` maps (`RwLock`) → a destination (`Mutex`: queue state or topic subscriber
+//! list) → a subscription's pending acks (`Mutex`) → an outbox's wake list (`Mutex`).
+//! Locks are std mutexes held for a few instructions; nothing awaits while holding one,
+//! and the one await on the publish path (room in a full queue) happens before the
+//! queue's lock is taken. A session is never locked from outside: it is owned by its
+//! task.
+
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod frame;
+mod listener;
 pub mod metrics;
 pub mod outbox;
 pub mod router;
+pub mod session;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+use metrics::Metrics;
+use router::{Router, RouterConfig};
+use session::Shared;
+use transport::Kind;
+use transport::ws::WsSettings;
+
+/// Why the broker could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Starts brokers.
+pub struct Broker;
+
+impl Broker {
+    /// Binds both listeners (port 0 picks a free port) and starts serving.
+    pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
+        let tcp = listener::bind(config.listeners.tcp).await?;
+        let ws = listener::bind(config.listeners.ws).await?;
+        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listeners.tcp,
+            source,
+        })?;
+        let ws_addr = ws.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listeners.ws,
+            source,
+        })?;
+        let metrics = Arc::new(Metrics::default());
+        let router = Router::new(
+            RouterConfig::new(&config.queues, config.topics.slow_consumer),
+            metrics.clone(),
+        );
+        let limits = &config.limits;
+        let ws_settings = Arc::new(WsSettings {
+            path: config.listeners.ws_path.clone(),
+            message_type: config.listeners.ws_message_type,
+            // A whole frame at its limits, plus room for EOLs.
+            max_message_bytes: limits.max_body_bytes
+                + (limits.max_headers + 2) * (limits.max_header_line_bytes + 2)
+                + 64,
+            handshake_timeout: config.handshake_timeout(),
+        });
+        let drain = config.drain();
+        let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            config,
+            router: router.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let tracker = TaskTracker::new();
+        tracker.spawn(listener::accept_loop(
+            tcp,
+            Kind::Tcp,
+            shared.clone(),
+            permits.clone(),
+            tracker.clone(),
+            None,
+        ));
+        tracker.spawn(listener::accept_loop(
+            ws,
+            Kind::Ws,
+            shared,
+            permits,
+            tracker.clone(),
+            Some(ws_settings),
+        ));
+        tracing::info!(%tcp_addr, %ws_addr, "stompbox listening");
+        Ok(BrokerHandle {
+            tcp_addr,
+            ws_addr,
+            shutdown,
+            tracker,
+            router,
+            drain,
+        })
+    }
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct BrokerHandle {
+    /// The bound STOMP/TCP address.
+    pub tcp_addr: SocketAddr,
+    /// The bound WebSocket address (path from `listeners.ws_path`).
+    pub ws_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    router: Router,
+    drain: Duration,
+}
+
+impl BrokerHandle {
+    /// Counters.
+    pub fn metrics(&self) -> &Metrics {
+        self.router.metrics()
+    }
+
+    /// The router, for in-process inspection.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Stops accepting, sends every session ERROR `broker shutting down` (WebSocket
+    /// clients also get Close 1001), and waits up to `shutdown.drain_ms` (plus a
+    /// second of slack) for connections to finish.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.drain + Duration::from_secs(1), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish draining in time");
+        }
+        let m = self.router.metrics();
+        tracing::info!(
+            connections = Metrics::get(&m.connections_total),
+            messages_in = Metrics::get(&m.messages_in),
+            messages_out = Metrics::get(&m.messages_out),
+            slow_consumer_drops = Metrics::get(&m.slow_consumer_drops),
+            redeliveries = Metrics::get(&m.redeliveries),
+            dead_letters = Metrics::get(&m.dead_letters),
+            "stompbox stopped"
+        );
+    }
+}

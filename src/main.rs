@@ -1,1 +1,67 @@
-fn main() {}
+//! The `stompbox` binary: flags, config, logging, and waiting for a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use stompbox::{Broker, Config};
+
+/// A STOMP 1.0–1.2 message broker over TCP and WebSocket.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file; without it the embedded defaults (broker.toml) are used.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override `listeners.tcp` (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<SocketAddr>,
+    /// Override `listeners.ws` (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    ws: Option<SocketAddr>,
+    /// Print the default configuration file and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.print_config {
+        print!("{}", stompbox::config::DEFAULT_TOML);
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).with_context(|| format!("loading {}", path.display()))?,
+        None => Config::from_toml(stompbox::config::DEFAULT_TOML).context("embedded defaults")?,
+    };
+    if let Some(addr) = args.tcp {
+        config.listeners.tcp = addr;
+    }
+    if let Some(addr) = args.ws {
+        config.listeners.ws = addr;
+    }
+    let broker = Broker::start(config).await?;
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    broker.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

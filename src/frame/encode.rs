@@ -8,7 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Command, Frame, Headers, Version};
+use super::{Frame, Headers, Version};
 
 /// Appends `s` escaped for `version`: nothing in 1.0, `\n : \` in 1.1, plus `\r` in 1.2.
 pub fn escape_into(dst: &mut BytesMut, s: &str, version: Version) {
@@ -124,7 +124,7 @@ impl MessageParts {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Inbound, Limits, Parser};
+    use super::super::{Command, Inbound, Limits, Parser};
     use super::*;
 
     fn enc(frame: &Frame, v: Version) -> Vec<u8> {

@@ -67,7 +67,7 @@ pub enum FrameError {
     #[error("malformed header line: empty header name")]
     EmptyHeaderName,
     /// A backslash followed by anything the version does not define (checklist F5).
-    #[error("undefined escape sequence {0:?} in header")]
+    #[error("undefined escape sequence '{0}' in header")]
     BadEscape(String),
     /// Header octets that are not UTF-8 (checklist F4).
     #[error("header is not valid UTF-8")]

@@ -1,0 +1,93 @@
+//! Accept loops for the TCP and WebSocket listeners.
+//!
+//! A connection permit (`limits.max_connections`, shared by both listeners) is taken
+//! right after `accept` and before anything is spawned: at the limit, each listener
+//! holds just the one socket it accepted and every further client waits in the kernel
+//! backlog. (Taking the permit *before* `accept`, as single-listener servers do, would
+//! let an idle listener sit on the last permit while the other starves.) The WebSocket upgrade runs inside the connection's own task under
+//! `handshake_timeout_ms`, so a slow handshake never stalls the accept loop. Each
+//! connection runs in a `conn` span with the peer address and transport, filled in
+//! later with the session id and login.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, field::Empty};
+
+use crate::frame::Version;
+use crate::metrics::Metrics;
+use crate::session::{self, Shared};
+use crate::transport::{self, Kind, ws::WsSettings};
+
+/// Runs one accept loop until shutdown.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    kind: Kind,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    ws: Option<Arc<WsSettings>>,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(ok) => ok,
+                Err(e) => {
+                    // Usually out of file descriptors: back off and keep serving.
+                    tracing::warn!(cause = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            _ = shared.shutdown.cancelled() => return,
+        };
+        backoff = Duration::from_millis(10);
+        // At the limit, this one accepted socket waits here for a slot; the clients
+        // behind it wait in the kernel backlog.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("connection semaphore never closes"),
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let metrics = shared.router.metrics().clone();
+        Metrics::inc(&metrics.connections_total);
+        Metrics::inc(&metrics.connections_open);
+        let span = tracing::info_span!("conn", %peer, transport = kind.as_str(), session = Empty, login = Empty);
+        let shared = shared.clone();
+        let ws = ws.clone();
+        tracker.spawn(
+            async move {
+                tracing::debug!("accepted");
+                match ws {
+                    None => {
+                        let (source, sink) = transport::tcp::split(stream);
+                        session::serve(source, sink, Version::V1_2, shared).await;
+                    }
+                    Some(settings) => match transport::ws::accept(stream, &settings).await {
+                        Ok((source, sink, cap)) => session::serve(source, sink, cap, shared).await,
+                        Err(e) => tracing::debug!(cause = %e, "WebSocket handshake failed"),
+                    },
+                }
+                metrics
+                    .connections_open
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                drop(permit);
+                tracing::debug!("closed");
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Binds a listener, naming the address in the error.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::StartError::Bind { addr, source })
+}

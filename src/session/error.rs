@@ -1,0 +1,100 @@
+//! Session-level protocol errors. Each one ends the connection with an ERROR frame whose
+//! `message` header is the variant's text.
+
+use thiserror::Error;
+
+use crate::frame::Command;
+use crate::outbox::CloseReason;
+use crate::router::RouteError;
+
+/// Why a session refuses a frame.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SessionError {
+    /// C7: frames before CONNECT.
+    #[error("not connected: send CONNECT or STOMP first (got {0})")]
+    NotConnected(&'static str),
+    /// C8: a second CONNECT.
+    #[error("already connected")]
+    AlreadyConnected,
+    /// S14: a server frame sent by the client.
+    #[error("{0} is a server frame; clients may not send it")]
+    ServerFrame(&'static str),
+    /// A required header is absent.
+    #[error("{command} frame requires a '{header}' header")]
+    MissingHeader {
+        /// The frame's command.
+        command: &'static str,
+        /// The missing header.
+        header: &'static str,
+    },
+    /// C3: no common version; `supported` goes in the ERROR's `version` header.
+    #[error("supported protocol versions are {supported}")]
+    UnsupportedVersion {
+        /// Comma list of the versions we would accept on this connection.
+        supported: String,
+    },
+    /// C6: bad login or passcode.
+    #[error("authentication failed: bad login or passcode")]
+    AuthFailed,
+    /// H1: malformed `heart-beat` header.
+    #[error("invalid heart-beat header {0:?}: expected two integers 'cx,cy'")]
+    BadHeartbeat(String),
+    /// F8: body on a frame that must not have one.
+    #[error("{0} frames must not have a body")]
+    BodyNotAllowed(&'static str),
+    /// S6: unknown ack mode.
+    #[error("invalid ack mode {0:?}: use auto, client or client-individual")]
+    BadAckMode(String),
+    /// Malformed `prefetch-count`.
+    #[error("invalid prefetch-count {0:?}: expected a positive integer")]
+    BadPrefetch(String),
+    /// S5: subscription id reused.
+    #[error("subscription id {0:?} is already in use on this connection")]
+    DuplicateSubscription(String),
+    /// S8: unknown subscription id.
+    #[error("no subscription with id {0:?}")]
+    UnknownSubscription(String),
+    /// Too many subscriptions on one connection.
+    #[error("too many subscriptions (limit {0})")]
+    TooManySubscriptions(usize),
+    /// S9: ack id unknown or already settled.
+    #[error("no unacknowledged message with ack id {0:?}")]
+    UnknownAck(String),
+    /// NACK does not exist in STOMP 1.0.
+    #[error("NACK is not part of STOMP 1.0")]
+    NackIn10,
+    /// S11: duplicate BEGIN.
+    #[error("transaction {0:?} is already open")]
+    DuplicateTransaction(String),
+    /// S11: COMMIT/ABORT/use of an unknown transaction.
+    #[error("no open transaction {0:?}")]
+    UnknownTransaction(String),
+    /// Too many open transactions on one connection.
+    #[error("too many open transactions (limit {0})")]
+    TooManyTransactions(usize),
+    /// Too many frames in one transaction.
+    #[error("transaction {0:?} has too many frames (limit {1})")]
+    TransactionTooLarge(String, usize),
+    /// The router refused a destination or a full queue timed out.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+impl SessionError {
+    /// The WebSocket close code that fits.
+    pub fn close_reason(&self) -> CloseReason {
+        match self {
+            SessionError::AuthFailed => CloseReason::Policy,
+            SessionError::Route(RouteError::QueueFull(_)) => CloseReason::Policy,
+            _ => CloseReason::Protocol,
+        }
+    }
+
+    /// `MissingHeader` for `command`.
+    pub fn missing(command: Command, header: &'static str) -> Self {
+        SessionError::MissingHeader {
+            command: command.as_str(),
+            header,
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The per-connection STOMP state machine: CONNECT and version negotiation,
+//! subscriptions, acknowledgements, transactions and receipts.
+//!
+//! [`Session::on_frame`] takes one parsed frame and either succeeds (pushing any reply
+//! into the connection's outbox) or returns the [`SessionError`] that ends the
+//! connection. The async loops around it live in `conn`.
+
+mod conn;
+mod error;
+pub mod heartbeat;
+
+pub use conn::serve;
+pub use error::SessionError;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+use tracing::Span;
+
+use crate::config::Config;
+use crate::frame::{Command, Frame, Headers, Version, encode};
+use crate::outbox::{OutboxTx, Outgoing};
+use crate::router::{AckMode, Router, Subscription, Target, Unacked};
+use heartbeat::Negotiated;
+
+/// What is shared by every session of a broker.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// The destination router.
+    pub router: Router,
+    /// Cancelled when the broker shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// Headers a producer may not pass through to MESSAGE: the broker sets them, or they
+/// only mean something on the SEND itself.
+const RESERVED: [&str; 9] = [
+    "destination",
+    "receipt",
+    "transaction",
+    "content-length",
+    "message-id",
+    "subscription",
+    "ack",
+    "redelivered",
+    "redelivery-count",
+];
+
+/// What the connection loop must do after a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// CONNECTED was sent: switch the parser to this version and watch heart-beats.
+    Connected(Version, Negotiated),
+    /// DISCONNECT was handled: stop reading frames and close.
+    Disconnect,
+}
+
+struct Sub {
+    sub: Arc<Subscription>,
+    target: Target,
+    destination: String,
+}
+
+/// One connection's protocol state.
+pub struct Session {
+    shared: Arc<Shared>,
+    /// Our `session` id, also the owner name of this connection's temp queues.
+    id: Arc<str>,
+    /// The highest version the transport allows (the WebSocket subprotocol, W5).
+    cap: Version,
+    /// `None` until CONNECTED is sent.
+    version: Option<Version>,
+    outbox: OutboxTx,
+    /// Cancelled to end the connection as a slow consumer.
+    kill: CancellationToken,
+    subs: HashMap<String, Sub>,
+    /// Subscription key (the first half of ack ids) to subscription id.
+    keys: HashMap<u64, String>,
+    next_key: u64,
+    /// Open transactions and the frames they hold until COMMIT.
+    txs: HashMap<String, Vec<Frame>>,
+}
+
+fn header<'a>(frame: &'a Frame, name: &'static str) -> Result<&'a str, SessionError> {
+    frame
+        .headers
+        .get(name)
+        .ok_or_else(|| SessionError::missing(frame.command, name))
+}
+
+impl Session {
+    /// A session for a new connection whose transport allows at most `cap`.
+    pub fn new(
+        shared: Arc<Shared>,
+        cap: Version,
+        outbox: OutboxTx,
+        kill: CancellationToken,
+    ) -> Self {
+        Session {
+            shared,
+            id: uuid::Uuid::new_v4().to_string().into(),
+            cap,
+            version: None,
+            outbox,
+            kill,
+            subs: HashMap::new(),
+            keys: HashMap::new(),
+            next_key: 0,
+            txs: HashMap::new(),
+        }
+    }
+
+    /// The negotiated version, or 1.2 before CONNECT (for encoding early ERRORs).
+    pub fn version(&self) -> Version {
+        self.version.unwrap_or(Version::V1_2)
+    }
+
+    /// Encodes and queues one of our own frames, waiting for outbox room if needed.
+    pub async fn reply(&self, frame: Frame) {
+        let mut buf = BytesMut::new();
+        encode(&frame, self.version(), &mut buf);
+        self.outbox.push(Outgoing::Frame(buf.freeze())).await;
+    }
+
+    /// Handles one frame from the client.
+    pub async fn on_frame(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+        let command = frame.command;
+        if !command.may_have_body() && !frame.body.is_empty() {
+            return Err(SessionError::BodyNotAllowed(command.as_str()));
+        }
+        if matches!(
+            command,
+            Command::Connected | Command::Message | Command::Receipt | Command::Error
+        ) {
+            return Err(SessionError::ServerFrame(command.as_str()));
+        }
+        if self.version.is_none() && !matches!(command, Command::Connect | Command::Stomp) {
+            return Err(SessionError::NotConnected(command.as_str()));
+        }
+        let receipt = frame.headers.get("receipt").map(str::to_owned);
+        let flow = match command {
+            Command::Connect | Command::Stomp => return self.connect(&frame).await,
+            Command::Send => self.send(frame).await.map(|_| Flow::Continue)?,
+            Command::Subscribe => self.subscribe(&frame).map(|_| Flow::Continue)?,
+            Command::Unsubscribe => self.unsubscribe(&frame).map(|_| Flow::Continue)?,
+            Command::Ack | Command::Nack => self.ack(frame).map(|_| Flow::Continue)?,
+            Command::Begin => self.begin(&frame).map(|_| Flow::Continue)?,
+            Command::Commit => self.commit(&frame).await.map(|_| Flow::Continue)?,
+            Command::Abort => self.abort(&frame).map(|_| Flow::Continue)?,
+            Command::Disconnect => Flow::Disconnect,
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                unreachable!()
+            }
+        };
+        // S13: the receipt follows everything the frame caused, MESSAGEs included,
+        // because the router pushed those into outboxes before we got here.
+        if let Some(id) = receipt {
+            self.reply(Frame::new(Command::Receipt).header("receipt-id", id))
+                .await;
+        }
+        Ok(flow)
+    }
+
+    async fn connect(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
+        if self.version.is_some() {
+            return Err(SessionError::AlreadyConnected);
+        }
+        // C2: highest common version; no header means 1.0. W5: never above the cap.
+        let offered: Vec<Version> = match frame.headers.get("accept-version") {
+            None => vec![Version::V1_0],
+            Some(list) => list.split(',').filter_map(Version::parse).collect(),
+        };
+        let version = offered
+            .into_iter()
+            .filter(|v| *v <= self.cap)
+            .max()
+            .ok_or_else(|| SessionError::UnsupportedVersion {
+                supported: Version::ALL
+                    .iter()
+                    .filter(|v| **v <= self.cap)
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            })?;
+        let client_hb = match frame.headers.get("heart-beat") {
+            None => (0, 0),
+            Some(v) => {
+                heartbeat::parse(v).ok_or_else(|| SessionError::BadHeartbeat(v.to_owned()))?
+            }
+        };
+        let login = self.authenticate(frame)?;
+        let hb = &self.shared.config.heartbeat;
+        let negotiated = heartbeat::negotiate(client_hb, hb.send_ms, hb.recv_ms);
+        self.version = Some(version);
+        let span = Span::current();
+        span.record("session", &*self.id);
+        if let Some(login) = login {
+            span.record("login", login);
+        }
+        // H5: we advertise `send_ms` and the writer really sends at the negotiated rate.
+        let connected = Frame::new(Command::Connected)
+            .header("version", version.as_str())
+            .header("heart-beat", format!("{},{}", hb.send_ms, hb.recv_ms))
+            .header("session", &*self.id)
+            .header("server", concat!("stompbox/", env!("CARGO_PKG_VERSION")));
+        self.reply(connected).await;
+        if let Some(every) = negotiated.send {
+            self.outbox.push(Outgoing::Heartbeat(every)).await;
+        }
+        tracing::debug!(version = version.as_str(), "connected");
+        Ok(Flow::Connected(version, negotiated))
+    }
+
+    /// C6: with users configured, a `login` must match one (passcode compared in
+    /// constant time); without `login`, `auth.allow_anonymous` decides. With no users
+    /// configured any login is accepted as a name only.
+    fn authenticate<'f>(&self, frame: &'f Frame) -> Result<Option<&'f str>, SessionError> {
+        let auth = &self.shared.config.auth;
+        let Some(login) = frame.headers.get("login") else {
+            return if auth.allow_anonymous {
+                Ok(None)
+            } else {
+                Err(SessionError::AuthFailed)
+            };
+        };
+        if auth.users.is_empty() {
+            return if auth.allow_anonymous {
+                Ok(Some(login))
+            } else {
+                Err(SessionError::AuthFailed)
+            };
+        }
+        let passcode = frame.headers.get("passcode").unwrap_or("");
+        let ok = auth
+            .users
+            .iter()
+            .find(|u| u.login == login)
+            .is_some_and(|u| bool::from(u.passcode.as_bytes().ct_eq(passcode.as_bytes())));
+        if ok {
+            Ok(Some(login))
+        } else {
+            Err(SessionError::AuthFailed)
+        }
+    }
+
+    /// `/temp-queue/NAME` (no further `/`) is this connection's own temp queue, routed
+    /// as `/temp-queue/<session>/NAME`; longer names are already routable.
+    fn resolve(&self, destination: &str) -> String {
+        match destination.strip_prefix("/temp-queue/") {
+            Some(name) if !name.is_empty() && !name.contains('/') => {
+                format!("/temp-queue/{}/{name}", self.id)
+            }
+            _ => destination.to_owned(),
+        }
+    }
+
+    async fn send(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let destination = self.resolve(header(&frame, "destination")?);
+        self.shared.router.check_destination(&destination)?;
+        if let Some(tx) = frame.headers.get("transaction") {
+            return self.hold(tx.to_owned(), frame);
+        }
+        self.publish(destination, frame).await
+    }
+
+    async fn publish(&mut self, destination: String, frame: Frame) -> Result<(), SessionError> {
+        let mut headers: Headers = frame.headers;
+        headers.retain(|k, _| !RESERVED.contains(&k));
+        // A reply-to naming our own temp queue is rewritten to its routable name, and
+        // the queue is created now so that early replies are kept.
+        if let Some(reply_to) = headers.get("reply-to").map(str::to_owned) {
+            let routable = self.resolve(&reply_to);
+            if routable != reply_to {
+                self.shared.router.ensure_temp_queue(&routable, &self.id);
+                headers.set_first("reply-to", routable);
+            }
+        }
+        let message = self.shared.router.message(destination, headers, frame.body);
+        self.shared.router.send(message).await?;
+        Ok(())
+    }
+
+    fn subscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let destination = self.resolve(header(frame, "destination")?);
+        // STOMP 1.0 made `id` optional; such subscriptions are known by destination.
+        let id = match (frame.headers.get("id"), self.version()) {
+            (Some(id), _) => id.to_owned(),
+            (None, Version::V1_0) => destination.clone(),
+            (None, _) => return Err(SessionError::missing(frame.command, "id")),
+        };
+        if self.subs.contains_key(&id) {
+            return Err(SessionError::DuplicateSubscription(id));
+        }
+        let limits = &self.shared.config.limits;
+        if self.subs.len() >= limits.max_subscriptions {
+            return Err(SessionError::TooManySubscriptions(limits.max_subscriptions));
+        }
+        let ack = match frame.headers.get("ack") {
+            None => AckMode::Auto,
+            Some(v) => AckMode::parse(v).ok_or_else(|| SessionError::BadAckMode(v.to_owned()))?,
+        };
+        let prefetch = match frame.headers.get("prefetch-count") {
+            None => self.shared.config.queues.prefetch,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| SessionError::BadPrefetch(v.to_owned()))?,
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let sub = Arc::new(Subscription::new(
+            self.id.clone(),
+            key,
+            id.clone(),
+            ack,
+            prefetch,
+            self.version(),
+            self.outbox.clone(),
+            self.kill.clone(),
+        ));
+        let target = self.shared.router.subscribe(&destination, sub.clone())?;
+        self.keys.insert(key, id.clone());
+        self.subs.insert(
+            id,
+            Sub {
+                sub,
+                target,
+                destination,
+            },
+        );
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let id = match (
+            frame.headers.get("id"),
+            frame.headers.get("destination"),
+            self.version(),
+        ) {
+            (Some(id), _, _) => id.to_owned(),
+            (None, Some(dest), Version::V1_0) => {
+                let dest = self.resolve(dest);
+                self.subs
+                    .iter()
+                    .find(|(_, s)| s.destination == dest)
+                    .map_or(dest, |(id, _)| id.clone())
+            }
+            _ => return Err(SessionError::missing(frame.command, "id")),
+        };
+        let sub = self
+            .subs
+            .remove(&id)
+            .ok_or(SessionError::UnknownSubscription(id))?;
+        self.keys.remove(&sub.sub.key);
+        self.shared.router.unsubscribe(&sub.target, &sub.sub);
+        Ok(())
+    }
+
+    /// Finds and settles what an ACK/NACK names: `id` (1.2), or `message-id` with
+    /// `subscription` (1.1), or `message-id` alone (1.0).
+    fn settle(&self, frame: &Frame) -> Result<(&Sub, Vec<Unacked>), SessionError> {
+        if let Some(id) = frame.headers.get("id") {
+            let unknown = || SessionError::UnknownAck(id.to_owned());
+            let (key, seq) = Subscription::parse_ack_id(id).ok_or_else(unknown)?;
+            let sub = self
+                .keys
+                .get(&key)
+                .and_then(|sid| self.subs.get(sid))
+                .ok_or_else(unknown)?;
+            let settled = sub.sub.settle(seq).ok_or_else(unknown)?;
+            return Ok((sub, settled));
+        }
+        let message_id = frame.headers.get("message-id").ok_or_else(|| {
+            let name = if self.version() >= Version::V1_2 {
+                "id"
+            } else {
+                "message-id"
+            };
+            SessionError::missing(frame.command, name)
+        })?;
+        let unknown = || SessionError::UnknownAck(message_id.to_owned());
+        match frame.headers.get("subscription") {
+            Some(sid) => {
+                let sub = self
+                    .subs
+                    .get(sid)
+                    .ok_or_else(|| SessionError::UnknownSubscription(sid.to_owned()))?;
+                let settled = sub.sub.settle_message_id(message_id).ok_or_else(unknown)?;
+                Ok((sub, settled))
+            }
+            None => self
+                .subs
+                .values()
+                .find_map(|s| {
+                    s.sub
+                        .settle_message_id(message_id)
+                        .map(|settled| (s, settled))
+                })
+                .ok_or_else(unknown),
+        }
+    }
+
+    fn ack(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let nack = frame.command == Command::Nack;
+        if nack && self.version() == Version::V1_0 {
+            return Err(SessionError::NackIn10);
+        }
+        if let Some(tx) = frame.headers.get("transaction") {
+            return self.hold(tx.to_owned(), frame);
+        }
+        let (sub, settled) = self.settle(&frame)?;
+        // S10: after a NACK, queue messages are redelivered (then dead-lettered);
+        // topic messages are dropped, since topics keep nothing.
+        if let Target::Queue(queue) = &sub.target {
+            if nack {
+                queue.requeue(settled, true);
+            } else {
+                drop(settled);
+                queue.dispatch();
+            }
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, tx: String, frame: Frame) -> Result<(), SessionError> {
+        let max = self.shared.config.limits.max_tx_frames;
+        let held = self
+            .txs
+            .get_mut(&tx)
+            .ok_or_else(|| SessionError::UnknownTransaction(tx.clone()))?;
+        if held.len() >= max {
+            return Err(SessionError::TransactionTooLarge(tx, max));
+        }
+        held.push(frame);
+        Ok(())
+    }
+
+    fn begin(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let tx = header(frame, "transaction")?;
+        if self.txs.contains_key(tx) {
+            return Err(SessionError::DuplicateTransaction(tx.to_owned()));
+        }
+        let max = self.shared.config.limits.max_transactions;
+        if self.txs.len() >= max {
+            return Err(SessionError::TooManyTransactions(max));
+        }
+        self.txs.insert(tx.to_owned(), Vec::new());
+        Ok(())
+    }
+
+    async fn commit(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let tx = header(frame, "transaction")?;
+        let held = self
+            .txs
+            .remove(tx)
+            .ok_or_else(|| SessionError::UnknownTransaction(tx.to_owned()))?;
+        for mut frame in held {
+            frame.headers.retain(|k, _| k != "transaction");
+            match frame.command {
+                Command::Send => {
+                    let destination = self.resolve(header(&frame, "destination")?);
+                    self.publish(destination, frame).await?;
+                }
+                _ => self.ack(frame)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let tx = header(frame, "transaction")?;
+        self.txs
+            .remove(tx)
+            .ok_or_else(|| SessionError::UnknownTransaction(tx.to_owned()))?;
+        Ok(())
+    }
+
+    /// Ends the session's claims on the router: open transactions are aborted (S11),
+    /// subscriptions removed with unacked queue messages redelivered, temp queues
+    /// deleted. Idempotent.
+    pub fn cleanup(&mut self) {
+        self.txs.clear();
+        for (_, sub) in self.subs.drain() {
+            self.shared.router.unsubscribe(&sub.target, &sub.sub);
+        }
+        self.keys.clear();
+        self.shared.router.remove_temp_queues(&self.id);
+    }
+
+    /// The frame to send for a fatal error: `message`, `receipt-id` when the failing frame
+    /// asked for a receipt (E1), `version` for C3, and a short plain-text body.
+    pub fn error_frame(
+        &self,
+        message: &str,
+        receipt: Option<String>,
+        versions: Option<&str>,
+    ) -> Frame {
+        let mut frame = Frame::new(Command::Error).header("message", message);
+        if let Some(id) = receipt {
+            frame = frame.header("receipt-id", id);
+        }
+        if let Some(v) = versions {
+            frame = frame.header("version", v);
+        }
+        frame
+            .header("content-type", "text/plain")
+            .body(Bytes::from(format!("{message}\n")))
+    }
+}

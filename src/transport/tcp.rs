@@ -1,0 +1,66 @@
+//! STOMP over plain TCP: the socket's bytes are the frame stream.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::{Error, ReadEvent, Sink, Source};
+
+/// Splits an accepted socket into its two halves.
+pub fn split(stream: TcpStream) -> (Source, Sink) {
+    let (r, w) = stream.into_split();
+    (
+        Source::Tcp(TcpSource(r)),
+        Sink::Tcp(TcpSink {
+            half: w,
+            buf: BytesMut::new(),
+        }),
+    )
+}
+
+/// TCP read half.
+pub struct TcpSource(OwnedReadHalf);
+
+impl TcpSource {
+    pub(super) async fn read(&mut self, buf: &mut BytesMut) -> ReadEvent {
+        // Grow in steps so an idle connection holds no large buffer.
+        buf.reserve(4096);
+        match self.0.read_buf(buf).await {
+            Ok(0) | Err(_) => ReadEvent::Closed,
+            Ok(_) => ReadEvent::Data,
+        }
+    }
+}
+
+/// TCP write half with a batch buffer: every frame queued in one writer wake-up goes
+/// out in one write.
+pub struct TcpSink {
+    half: OwnedWriteHalf,
+    buf: BytesMut,
+}
+
+impl TcpSink {
+    pub(super) fn frame(&mut self, head: &[u8], tail: &[u8]) {
+        self.buf.extend_from_slice(head);
+        self.buf.extend_from_slice(tail);
+    }
+
+    pub(super) async fn flush(&mut self) -> Result<(), Error> {
+        if !self.buf.is_empty() {
+            self.half.write_all(&self.buf).await?;
+            self.buf.clear();
+            // Give back the memory a burst needed.
+            if self.buf.capacity() > 64 * 1024 {
+                self.buf = BytesMut::new();
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn close(&mut self) -> Result<(), Error> {
+        self.flush().await?;
+        self.half.shutdown().await?;
+        Ok(())
+    }
+}

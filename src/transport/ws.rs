@@ -1,0 +1,232 @@
+//! STOMP over WebSocket.
+//!
+//! The handshake picks the STOMP subprotocol exactly as RFC 6455 §4.2.2 asks
+//! (checklist W1): the highest of `v12.stomp`, `v11.stomp`, `v10.stomp` that the client
+//! offered, or no `Sec-WebSocket-Protocol` header at all when it offered none of them
+//! (the session then speaks STOMP anyway). The chosen subprotocol caps the STOMP
+//! version later negotiated by CONNECT (W5).
+//!
+//! Message payloads, text or binary (W3), are appended to the same read buffer the TCP
+//! transport uses, so frames may span messages and messages may hold several frames
+//! (W2). Outgoing, each frame is one message; heart-beats are a `\n` message.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
+
+use super::{Error, ReadEvent, Sink, Source};
+use crate::config::WsMessageType;
+use crate::frame::Version;
+use crate::outbox::CloseReason;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// The subprotocols we speak, best first.
+const SUBPROTOCOLS: [(&str, Version); 3] = [
+    ("v12.stomp", Version::V1_2),
+    ("v11.stomp", Version::V1_1),
+    ("v10.stomp", Version::V1_0),
+];
+
+/// Picks our answer to a client's `Sec-WebSocket-Protocol` offers (all header lines,
+/// comma lists, tokens compared exactly): the highest STOMP subprotocol offered.
+pub fn choose_subprotocol<'a>(
+    offers: impl Iterator<Item = &'a str>,
+) -> Option<(&'static str, Version)> {
+    let offered: Vec<&str> = offers
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .collect();
+    SUBPROTOCOLS
+        .into_iter()
+        .find(|(name, _)| offered.contains(name))
+}
+
+/// Handshake settings.
+#[derive(Clone, Debug)]
+pub struct WsSettings {
+    /// The upgrade path, e.g. `/ws`.
+    pub path: String,
+    /// Outgoing message type.
+    pub message_type: WsMessageType,
+    /// Largest WebSocket message accepted (frame limits plus headroom).
+    pub max_message_bytes: usize,
+    /// Time allowed for the HTTP upgrade.
+    pub handshake_timeout: Duration,
+}
+
+/// Performs the upgrade under the handshake timeout. Returns the two halves and the
+/// highest STOMP version the chosen subprotocol allows.
+// The callback's error type is tungstenite's HTTP response; its size is not ours to pick.
+#[allow(clippy::result_large_err)]
+pub async fn accept(
+    stream: TcpStream,
+    settings: &WsSettings,
+) -> Result<(Source, Sink, Version), Error> {
+    let chosen: Arc<Mutex<Option<Version>>> = Arc::default();
+    let chosen_in_callback = chosen.clone();
+    let path = settings.path.clone();
+    let callback = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() != path {
+            let mut not_found = ErrorResponse::new(Some(format!(
+                "no WebSocket endpoint at {}; use {path}\n",
+                req.uri().path()
+            )));
+            *not_found.status_mut() = StatusCode::NOT_FOUND;
+            return Err(not_found);
+        }
+        let offers = req
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        if let Some((name, version)) = choose_subprotocol(offers) {
+            resp.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(name),
+            );
+            *chosen_in_callback.lock().expect("handshake lock poisoned") = Some(version);
+        }
+        Ok(resp)
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .max_message_size(Some(settings.max_message_bytes))
+        .max_frame_size(Some(settings.max_message_bytes));
+    let ws = tokio::time::timeout(
+        settings.handshake_timeout,
+        accept_hdr_async_with_config(stream, callback, Some(config)),
+    )
+    .await
+    .map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "WebSocket handshake timed out",
+        )
+    })??;
+    let cap = chosen
+        .lock()
+        .expect("handshake lock poisoned")
+        .unwrap_or(Version::V1_2);
+    let (sink, stream) = ws.split();
+    Ok((
+        Source::Ws(WsSource(stream)),
+        Sink::Ws(WsSink {
+            sink,
+            text: settings.message_type == WsMessageType::Text,
+        }),
+        cap,
+    ))
+}
+
+/// WebSocket read half.
+pub struct WsSource(SplitStream<Ws>);
+
+impl WsSource {
+    pub(super) async fn read(&mut self, buf: &mut BytesMut) -> ReadEvent {
+        match self.0.next().await {
+            Some(Ok(Message::Binary(b))) => buf.extend_from_slice(&b),
+            Some(Ok(Message::Text(t))) => buf.extend_from_slice(t.as_bytes()),
+            // Pings are answered by tungstenite on the next write or flush.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(_))) | None => return ReadEvent::Closed,
+            Some(Err(e)) => return violation(e),
+        }
+        ReadEvent::Data
+    }
+}
+
+fn violation(e: WsError) -> ReadEvent {
+    match e {
+        WsError::Capacity(e) => ReadEvent::Violation(
+            CloseReason::TooBig,
+            format!("WebSocket message too large: {e}"),
+        ),
+        WsError::Utf8(_) => ReadEvent::Violation(
+            CloseReason::InvalidData,
+            "WebSocket text message is not valid UTF-8".into(),
+        ),
+        WsError::Protocol(e) => ReadEvent::Violation(
+            CloseReason::Protocol,
+            format!("WebSocket protocol error: {e}"),
+        ),
+        _ => ReadEvent::Closed,
+    }
+}
+
+/// WebSocket write half.
+pub struct WsSink {
+    sink: SplitSink<Ws, Message>,
+    /// Send text messages when the frame is valid UTF-8.
+    text: bool,
+}
+
+impl WsSink {
+    pub(super) async fn frame(&mut self, head: &[u8], tail: &[u8]) -> Result<(), Error> {
+        let mut payload = BytesMut::with_capacity(head.len() + tail.len());
+        payload.extend_from_slice(head);
+        payload.extend_from_slice(tail);
+        let payload = payload.freeze();
+        let message = if self.text {
+            match Utf8Bytes::try_from(payload.clone()) {
+                Ok(text) => Message::Text(text),
+                Err(_) => Message::Binary(payload),
+            }
+        } else {
+            Message::Binary(payload)
+        };
+        self.sink.feed(message).await?;
+        Ok(())
+    }
+
+    pub(super) async fn heartbeat(&mut self) -> Result<(), Error> {
+        self.sink
+            .feed(Message::Text(Utf8Bytes::from_static("\n")))
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn flush(&mut self) -> Result<(), Error> {
+        self.sink.flush().await?;
+        Ok(())
+    }
+
+    pub(super) async fn close(&mut self, reason: CloseReason) -> Result<(), Error> {
+        let frame = CloseFrame {
+            code: CloseCode::from(reason.ws_code()),
+            reason: Utf8Bytes::from_static(""),
+        };
+        self.sink.send(Message::Close(Some(frame))).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn w1_highest_offered_subprotocol_wins() {
+        let pick = |offers: &[&str]| choose_subprotocol(offers.iter().copied()).map(|(n, _)| n);
+        assert_eq!(
+            pick(&["v10.stomp, v11.stomp, v12.stomp"]),
+            Some("v12.stomp")
+        );
+        assert_eq!(pick(&["v10.stomp", "v11.stomp"]), Some("v11.stomp"));
+        assert_eq!(pick(&["v10.stomp"]), Some("v10.stomp"));
+        assert_eq!(pick(&["mqtt", "stomp"]), None);
+        assert_eq!(pick(&[]), None);
+        assert_eq!(pick(&["V12.STOMP"]), None, "tokens are compared exactly");
+    }
+}

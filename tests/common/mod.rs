@@ -1,0 +1,316 @@
+//! Test harness: the real broker in-process on port 0, and a raw STOMP client over a
+//! real TCP socket or a real WebSocket (tokio-tungstenite). Frames are written as raw
+//! bytes; replies are read with a deadline so a broker that hangs fails the test.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use stompbox::frame::{Command, Frame, Inbound, Limits, Parser};
+use stompbox::{Broker, BrokerHandle, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expectation may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A broker on ephemeral ports.
+pub struct TestBroker {
+    pub handle: BrokerHandle,
+}
+
+impl TestBroker {
+    pub fn tcp(&self) -> SocketAddr {
+        self.handle.tcp_addr
+    }
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.handle.ws_addr)
+    }
+}
+
+/// The default configuration on port 0.
+pub fn config() -> Config {
+    let mut c = Config::default();
+    c.listeners.tcp = "127.0.0.1:0".parse().unwrap();
+    c.listeners.ws = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+pub async fn start() -> TestBroker {
+    start_with(config()).await
+}
+
+pub async fn start_with(config: Config) -> TestBroker {
+    TestBroker {
+        handle: Broker::start(config).await.expect("broker starts"),
+    }
+}
+
+enum Io {
+    Tcp(TcpStream),
+    Ws(WebSocketStream<MaybeTlsStream<TcpStream>>),
+}
+
+/// What the connection did instead of producing a frame.
+#[derive(Debug, PartialEq)]
+pub enum Ending {
+    /// EOF / WebSocket stream ended without a Close frame.
+    Eof,
+    /// WebSocket Close with this code.
+    WsClose(u16),
+}
+
+/// A raw STOMP client.
+pub struct Client {
+    io: Io,
+    buf: BytesMut,
+    parser: Parser,
+    /// WebSocket message types received (true = binary), in order.
+    pub ws_binary: Vec<bool>,
+    /// Heart-beat EOLs received.
+    pub heartbeats: usize,
+    /// Set once the connection ended.
+    pub ending: Option<Ending>,
+}
+
+impl Client {
+    fn new(io: Io) -> Self {
+        let limits = Limits {
+            max_headers: 10_000,
+            max_header_line_bytes: 1 << 20,
+            max_body_bytes: 64 << 20,
+        };
+        Client {
+            io,
+            buf: BytesMut::new(),
+            parser: Parser::new(limits),
+            ws_binary: Vec::new(),
+            heartbeats: 0,
+            ending: None,
+        }
+    }
+
+    pub async fn tcp(addr: SocketAddr) -> Client {
+        Client::new(Io::Tcp(
+            TcpStream::connect(addr).await.expect("tcp connect"),
+        ))
+    }
+
+    /// A WebSocket offering `protocols`; returns the subprotocol the server chose.
+    pub async fn ws(url: &str, protocols: &[&str]) -> (Client, Option<String>) {
+        let mut req = url.into_client_request().unwrap();
+        if !protocols.is_empty() {
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_str(&protocols.join(", ")).unwrap(),
+            );
+        }
+        let (ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connect");
+        let chosen = resp
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (Client::new(Io::Ws(ws)), chosen)
+    }
+
+    /// Writes raw bytes (one WebSocket binary message on WS).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        match &mut self.io {
+            Io::Tcp(s) => s.write_all(bytes).await.expect("tcp write"),
+            Io::Ws(ws) => ws
+                .send(Message::binary(bytes.to_vec()))
+                .await
+                .expect("ws send"),
+        }
+    }
+
+    /// Writes raw bytes as a WebSocket text message.
+    pub async fn send_text(&mut self, text: &str) {
+        match &mut self.io {
+            Io::Ws(ws) => ws
+                .send(Message::Text(Utf8Bytes::from(text)))
+                .await
+                .expect("ws send"),
+            Io::Tcp(_) => panic!("text messages are a WebSocket thing"),
+        }
+    }
+
+    /// Sends a WebSocket message as is (for non-STOMP payloads).
+    pub async fn send_ws(&mut self, message: Message) {
+        match &mut self.io {
+            Io::Ws(ws) => ws.send(message).await.expect("ws send"),
+            Io::Tcp(_) => panic!("not a WebSocket"),
+        }
+    }
+
+    /// Sends a frame written as text with `\0` appended.
+    pub async fn send(&mut self, frame: &str) {
+        let mut bytes = frame.as_bytes().to_vec();
+        bytes.push(0);
+        self.send_raw(&bytes).await;
+    }
+
+    /// Closes our side abruptly.
+    pub async fn shutdown_write(&mut self) {
+        if let Io::Tcp(s) = &mut self.io {
+            let _ = s.shutdown().await;
+        }
+    }
+
+    /// Reads more input; false once the connection has ended.
+    async fn fill(&mut self) -> bool {
+        if self.ending.is_some() {
+            return false;
+        }
+        match &mut self.io {
+            Io::Tcp(s) => {
+                self.buf.reserve(8192);
+                match s.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => {
+                        self.ending = Some(Ending::Eof);
+                        false
+                    }
+                    Ok(_) => true,
+                }
+            }
+            Io::Ws(ws) => match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    self.ws_binary.push(true);
+                    self.buf.extend_from_slice(&b);
+                    true
+                }
+                Some(Ok(Message::Text(t))) => {
+                    self.ws_binary.push(false);
+                    self.buf.extend_from_slice(t.as_bytes());
+                    true
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    self.ending = Some(Ending::WsClose(code));
+                    false
+                }
+                Some(Ok(_)) => true,
+                Some(Err(_)) | None => {
+                    self.ending = Some(Ending::Eof);
+                    false
+                }
+            },
+        }
+    }
+
+    /// The next frame, or `None` if the connection ended or `wait` passed first.
+    pub async fn next_frame_within(&mut self, wait: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self
+                .parser
+                .parse(&mut self.buf)
+                .expect("broker sent valid STOMP")
+            {
+                Some(Inbound::Frame(f)) => return Some(f),
+                Some(Inbound::Heartbeat) => {
+                    self.heartbeats += 1;
+                    continue;
+                }
+                None => {}
+            }
+            match tokio::time::timeout_at(deadline, self.fill()).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next frame; fails the test after [`WAIT`].
+    pub async fn frame(&mut self) -> Frame {
+        match self.next_frame_within(WAIT).await {
+            Some(f) => f,
+            None => panic!("expected a frame; connection ending: {:?}", self.ending),
+        }
+    }
+
+    /// The next frame, which must have this command.
+    pub async fn expect(&mut self, command: Command) -> Frame {
+        let f = self.frame().await;
+        assert_eq!(f.command, command, "unexpected frame: {f:?}");
+        f
+    }
+
+    /// Expects ERROR, then the connection closing; returns the ERROR.
+    pub async fn expect_error_and_close(&mut self) -> Frame {
+        let err = self.expect(Command::Error).await;
+        self.expect_closed().await;
+        err
+    }
+
+    /// Waits for the connection to end (no further frames allowed).
+    pub async fn expect_closed(&mut self) -> &Ending {
+        if let Some(f) = self.next_frame_within(WAIT).await {
+            panic!("expected close, got frame {f:?}");
+        }
+        self.ending
+            .as_ref()
+            .expect("connection should close within the deadline")
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(f) = self.next_frame_within(wait).await {
+            panic!("expected no frame, got {f:?}");
+        }
+        assert!(self.ending.is_none(), "connection ended: {:?}", self.ending);
+    }
+
+    /// CONNECT as a STOMP 1.2 client with no heart-beats; returns CONNECTED.
+    pub async fn connect(&mut self) -> Frame {
+        self.send("CONNECT\naccept-version:1.2\nhost:localhost\n\n")
+            .await;
+        self.expect(Command::Connected).await
+    }
+
+    /// SUBSCRIBE with a receipt, waiting for it so the subscription is live.
+    pub async fn subscribe(&mut self, id: &str, destination: &str, ack: &str) {
+        self.send(&format!(
+            "SUBSCRIBE\nid:{id}\ndestination:{destination}\nack:{ack}\nreceipt:sub-{id}\n\n"
+        ))
+        .await;
+        let r = self.expect(Command::Receipt).await;
+        assert_eq!(
+            r.headers.get("receipt-id"),
+            Some(format!("sub-{id}").as_str())
+        );
+    }
+
+    /// SEND with a receipt, waiting for it.
+    pub async fn publish(&mut self, destination: &str, body: &str) {
+        self.send(&format!(
+            "SEND\ndestination:{destination}\nreceipt:pub\n\n{body}"
+        ))
+        .await;
+        self.expect(Command::Receipt).await;
+    }
+}
+
+/// A connected TCP client.
+pub async fn connected(broker: &TestBroker) -> Client {
+    let mut c = Client::tcp(broker.tcp()).await;
+    c.connect().await;
+    c
+}
+
+/// The close code for a WebSocket ending.
+pub fn close_code(ending: &Ending) -> u16 {
+    match ending {
+        Ending::WsClose(code) => *code,
+        Ending::Eof => 0,
+    }
+}
