@@ -78,6 +78,8 @@ pub struct Client {
     pub heartbeats: usize,
     /// Set once the connection ended.
     pub ending: Option<Ending>,
+    /// Frames read while waiting for a receipt, handed out by the next reads.
+    stash: std::collections::VecDeque<Frame>,
 }
 
 impl Client {
@@ -94,6 +96,7 @@ impl Client {
             ws_binary: Vec::new(),
             heartbeats: 0,
             ending: None,
+            stash: Default::default(),
         }
     }
 
@@ -209,6 +212,9 @@ impl Client {
 
     /// The next frame, or `None` if the connection ended or `wait` passed first.
     pub async fn next_frame_within(&mut self, wait: Duration) -> Option<Frame> {
+        if let Some(f) = self.stash.pop_front() {
+            return Some(f);
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match self
@@ -283,11 +289,7 @@ impl Client {
             "SUBSCRIBE\nid:{id}\ndestination:{destination}\nack:{ack}\nreceipt:sub-{id}\n\n"
         ))
         .await;
-        let r = self.expect(Command::Receipt).await;
-        assert_eq!(
-            r.headers.get("receipt-id"),
-            Some(format!("sub-{id}").as_str())
-        );
+        self.until_receipt(&format!("sub-{id}")).await;
     }
 
     /// SEND with a receipt, waiting for it.
@@ -296,7 +298,25 @@ impl Client {
             "SEND\ndestination:{destination}\nreceipt:pub\n\n{body}"
         ))
         .await;
-        self.expect(Command::Receipt).await;
+        self.until_receipt("pub").await;
+    }
+
+    /// Waits for RECEIPT `id`. MESSAGE frames that come first (S13: those the frame
+    /// caused come before its receipt) are kept for the next reads.
+    pub async fn until_receipt(&mut self, id: &str) {
+        let mut early = Vec::new();
+        loop {
+            let f = self.frame().await;
+            match f.command {
+                Command::Receipt => {
+                    assert_eq!(f.headers.get("receipt-id"), Some(id));
+                    break;
+                }
+                Command::Message => early.push(f),
+                _ => panic!("unexpected frame while waiting for a receipt: {f:?}"),
+            }
+        }
+        self.stash.extend(early);
     }
 }
 
