@@ -419,7 +419,17 @@ async fn m2_ack_header_on_client_subscriptions() {
 }
 
 #[tokio::test]
-async fn m3_e1_error_carries_message_receipt_id_and_body() {
+async fn m3_receipt_carries_receipt_id() {
+    let b = start().await;
+    let mut c = connected(&b).await;
+    c.send("SEND\ndestination:/topic/m3\nreceipt:message-42\n\n").await;
+    let r = c.expect(Command::Receipt).await;
+    assert_eq!(r.headers.get("receipt-id"), Some("message-42"));
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test]
+async fn e1_error_carries_message_receipt_id_and_body() {
     let b = start().await;
     let mut c = connected(&b).await;
     c.send("SUBSCRIBE\nid:1\ndestination:/queue/x\nack:bogus\nreceipt:sub-1\n\n")

@@ -55,7 +55,7 @@ pub async fn start_with(config: Config) -> TestBroker {
 
 enum Io {
     Tcp(TcpStream),
-    Ws(WebSocketStream<MaybeTlsStream<TcpStream>>),
+    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
 }
 
 /// What the connection did instead of producing a frame.
@@ -122,7 +122,7 @@ impl Client {
             .headers()
             .get("Sec-WebSocket-Protocol")
             .map(|v| v.to_str().unwrap().to_owned());
-        (Client::new(Io::Ws(ws)), chosen)
+        (Client::new(Io::Ws(Box::new(ws))), chosen)
     }
 
     /// Writes raw bytes (one WebSocket binary message on WS).
