@@ -32,6 +32,14 @@ async fn idle(c: &mut Client, window: Duration) {
     c.expect_silence(window).await;
 }
 
+/// Like [`idle`], naming the round in the failure.
+async fn quiet(c: &mut Client, window: Duration, round: usize) {
+    if let Some(f) = c.next_frame_within(window).await {
+        panic!("round {round}: expected no frame, got {f:?}");
+    }
+    assert!(c.ending.is_none(), "round {round}: ended {:?}", c.ending);
+}
+
 #[tokio::test]
 async fn h1_malformed_heartbeat_header_gets_error_and_close() {
     let b = start().await;
@@ -226,4 +234,82 @@ async fn h3_ws_client_eol_messages_keep_it_alive() {
         idle(&mut c, Duration::from_millis(50)).await;
     }
     c.subscribe("0", "/queue/ws-alive", "auto").await;
+}
+
+#[tokio::test]
+async fn h1_huge_heartbeat_values_are_valid_and_harmless() {
+    // Two non-negative integers, however large: the session must carry on (the
+    // intervals are simply too long to matter), or refuse with ERROR; never just die.
+    let b = start_with(hb_config(100, 100)).await;
+    for huge in [
+        "18446744073709551615,0",
+        "0,18446744073709551615",
+        "18446744073709551615,18446744073709551615",
+    ] {
+        let mut c = Client::tcp(b.tcp()).await;
+        c.send(&format!(
+            "CONNECT\naccept-version:1.2\nhost:h\nheart-beat:{huge}\n\n"
+        ))
+        .await;
+        let f = c.frame().await;
+        if f.command == Command::Error {
+            c.expect_closed().await;
+            continue;
+        }
+        assert_eq!(f.command, Command::Connected, "{f:?}");
+        c.send("SUBSCRIBE\nid:0\ndestination:/queue/huge\nreceipt:r\n\n")
+            .await;
+        match c.next_frame_within(WAIT).await {
+            Some(r) => assert_eq!(r.command, Command::Receipt, "heart-beat:{huge}: {r:?}"),
+            None => panic!(
+                "heart-beat:{huge}: connection ended ({:?}) after CONNECTED, no RECEIPT",
+                c.ending
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn h4_eols_sent_while_a_send_waits_for_queue_room_still_count() {
+    // The producer's SEND waits for room in a full queue for longer than the read
+    // deadline, while the client keeps sending EOLs: it must not be dropped for
+    // silence once the SEND goes through. Repeated: a broker that did not read while
+    // waiting may still pick the pending bytes over its expired deadline by luck.
+    let mut cfg = hb_config(0, 100);
+    cfg.queues.max_depth = 1;
+    cfg.queues.send_timeout_ms = 5_000;
+    let b = start_with(cfg).await;
+    let mut consumer = Client::tcp(b.tcp()).await;
+    consumer.connect().await;
+    consumer
+        .subscribe("0", "/queue/busy", "client-individual")
+        .await;
+    let mut producer = Client::tcp(b.tcp()).await;
+    connect_hb(&mut producer, "100,0").await;
+    producer.send("SEND\ndestination:/queue/busy\n\nm0").await;
+    let mut held = consumer.expect(Command::Message).await;
+
+    for i in 1..=24 {
+        producer
+            .send(&format!(
+                "SEND\ndestination:/queue/busy\nreceipt:r{i}\n\nm{i}"
+            ))
+            .await;
+        // 200 ms (past the 150 ms deadline) of EOLs while the SEND waits.
+        for _ in 0..4 {
+            producer.send_raw(b"\n").await;
+            quiet(&mut producer, Duration::from_millis(50), i).await;
+        }
+        producer.send_raw(b"\n").await;
+        let ack = held.headers.get("ack").unwrap().to_owned();
+        consumer.send(&format!("ACK\nid:{ack}\n\n")).await;
+        let r = producer.frame().await;
+        assert_eq!(r.command, Command::Receipt, "round {i}: {r:?}");
+        // Right after the wait: still connected, still served.
+        producer.send_raw(b"\n").await;
+        quiet(&mut producer, Duration::from_millis(20), i).await;
+        held = consumer.expect(Command::Message).await;
+        assert_eq!(held.body, format!("m{i}").as_bytes());
+    }
+    producer.subscribe("0", "/queue/other", "auto").await;
 }

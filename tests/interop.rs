@@ -35,7 +35,11 @@ async fn run(mut cmd: Command) {
         .expect("client script started");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "client failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "client failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
     println!("{stdout}");
 }
 

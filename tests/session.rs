@@ -422,7 +422,8 @@ async fn m2_ack_header_on_client_subscriptions() {
 async fn m3_receipt_carries_receipt_id() {
     let b = start().await;
     let mut c = connected(&b).await;
-    c.send("SEND\ndestination:/topic/m3\nreceipt:message-42\n\n").await;
+    c.send("SEND\ndestination:/topic/m3\nreceipt:message-42\n\n")
+        .await;
     let r = c.expect(Command::Receipt).await;
     assert_eq!(r.headers.get("receipt-id"), Some("message-42"));
     assert!(r.body.is_empty());

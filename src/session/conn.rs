@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -52,6 +52,17 @@ impl End {
             versions: None,
         }
     }
+}
+
+fn shutting_down() -> End {
+    End::error("broker shutting down", CloseReason::GoingAway)
+}
+
+fn slow_consumer() -> End {
+    End::error(
+        "slow consumer: messages are arriving faster than this connection reads them",
+        CloseReason::Policy,
+    )
 }
 
 fn frame_error(e: FrameError) -> End {
@@ -88,11 +99,15 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
     let end = read_loop(&mut session, &mut source, &mut buf, &shared, &kill).await;
 
     session.cleanup();
+    // One deadline for the whole goodbye (queue the last frames, drain input, let the
+    // writer flush), so a connection ends within `linger_ms` — within `drain_ms` when
+    // the broker is shutting down — however stuck its peer is.
     let linger = if shared.shutdown.is_cancelled() {
         config.linger().min(config.drain())
     } else {
         config.linger()
     };
+    let deadline = Instant::now() + linger;
     match end {
         End::PeerClosed => {
             tracing::debug!("peer closed");
@@ -100,8 +115,8 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
         }
         End::Disconnect => {
             tracing::debug!("disconnected");
-            let _ = timeout(linger, tx.push(Outgoing::Close(CloseReason::Normal))).await;
-            drain_input(&mut source, &mut buf, linger).await;
+            let _ = timeout_at(deadline, tx.push(Outgoing::Close(CloseReason::Normal))).await;
+            drain_input(&mut source, &mut buf, deadline).await;
         }
         End::Error {
             message,
@@ -114,21 +129,20 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
                 Metrics::inc(&shared.router.metrics().protocol_errors);
             }
             let frame = session.error_frame(&message, receipt, versions.as_deref());
-            let _ = timeout(linger, async {
+            let _ = timeout_at(deadline, async {
                 session.reply(frame).await;
                 tx.push(Outgoing::Close(reason)).await;
             })
             .await;
-            drain_input(&mut source, &mut buf, linger).await;
+            drain_input(&mut source, &mut buf, deadline).await;
         }
     }
     drop(session);
     drop(tx);
 
-    // Give the writer the linger time to flush, then stop it and requeue auto-ack
-    // deliveries it never wrote.
+    // Then stop the writer and requeue auto-ack deliveries it never wrote.
     let mut writer = writer;
-    let joined = match timeout(linger, &mut writer).await {
+    let joined = match timeout_at(deadline, &mut writer).await {
         Ok(joined) => joined,
         Err(_) => {
             stop_writer.cancel();
@@ -170,7 +184,6 @@ async fn read_loop(
         tokio::select! {
             event = source.read(buf) => match event {
                 ReadEvent::Data => {
-                    last_read = Instant::now();
                     loop {
                         let frame = match parser.parse(buf) {
                             Ok(None) => break,
@@ -179,7 +192,14 @@ async fn read_loop(
                             Err(e) => return frame_error(e),
                         };
                         let receipt = frame.headers.get("receipt").map(str::to_owned);
-                        match session.on_frame(frame).await {
+                        // A frame may wait (a SEND to a full queue); shutdown and the
+                        // slow-consumer signal still end the connection meanwhile.
+                        let outcome = tokio::select! {
+                            outcome = session.on_frame(frame) => outcome,
+                            _ = shared.shutdown.cancelled() => return shutting_down(),
+                            _ = kill.cancelled() => return slow_consumer(),
+                        };
+                        match outcome {
                             Ok(Flow::Continue) => {}
                             Ok(Flow::Connected(version, negotiated)) => {
                                 parser.set_version(version);
@@ -196,6 +216,9 @@ async fn read_loop(
                             }
                         }
                     }
+                    // Time spent processing (waiting for queue room) is ours, not the
+                    // client's silence; bytes it sent meanwhile are read next.
+                    last_read = Instant::now();
                 }
                 ReadEvent::Closed => return End::PeerClosed,
                 ReadEvent::Violation(reason, message) => return End::error(message, reason),
@@ -210,15 +233,15 @@ async fn read_loop(
                     )
                 };
             }
-            _ = shared.shutdown.cancelled() => return End::error("broker shutting down", CloseReason::GoingAway),
-            _ = kill.cancelled() => return End::error("slow consumer: messages are arriving faster than this connection reads them", CloseReason::Policy),
+            _ = shared.shutdown.cancelled() => return shutting_down(),
+            _ = kill.cancelled() => return slow_consumer(),
         }
     }
 }
 
-/// Reads and discards until the peer closes or `linger` passes.
-async fn drain_input(source: &mut Source, buf: &mut BytesMut, linger: Duration) {
-    let _ = timeout(linger, async {
+/// Reads and discards until the peer closes or the deadline passes.
+async fn drain_input(source: &mut Source, buf: &mut BytesMut, deadline: Instant) {
+    let _ = timeout_at(deadline, async {
         loop {
             buf.clear();
             if source.read(buf).await != ReadEvent::Data {
