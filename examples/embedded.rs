@@ -15,7 +15,10 @@ async fn main() -> anyhow::Result<()> {
     config.listeners.tcp = "127.0.0.1:0".parse()?;
     config.listeners.ws = "127.0.0.1:0".parse()?;
     let broker = Broker::start(config).await?;
-    println!("STOMP/TCP on {}, WebSocket on ws://{}/ws", broker.tcp_addr, broker.ws_addr);
+    println!(
+        "STOMP/TCP on {}, WebSocket on ws://{}/ws",
+        broker.tcp_addr, broker.ws_addr
+    );
 
     let mut socket = TcpStream::connect(broker.tcp_addr).await?;
     socket
