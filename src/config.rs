@@ -30,7 +30,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// TOML syntax, an unknown key or a value of the wrong type; the text names the key.
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] toml::de::Error),
     /// A value of the right type but out of range.
     #[error("invalid value for `{key}`: {reason}")]
