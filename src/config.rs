@@ -62,6 +62,8 @@ pub struct Config {
     pub auth: Auth,
     /// Graceful shutdown.
     pub shutdown: Shutdown,
+    /// The WebSocket port's plain-HTTP features.
+    pub http: Http,
 }
 
 /// `[listeners]`
@@ -272,6 +274,16 @@ impl fmt::Debug for User {
             .field("passcode", &"<redacted>")
             .finish()
     }
+}
+
+/// `[http]`
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Serve `POST /api/publish?destination=…` on the WebSocket port. Off by default:
+    /// any web page can make a browser POST to localhost, so turn it on only where
+    /// that is acceptable or credentials are required.
+    pub publish: bool,
 }
 
 /// `[shutdown]`

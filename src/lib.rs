@@ -12,6 +12,8 @@
 //! - [`transport`] — TCP and WebSocket (subprotocol negotiation), reduced to one
 //!   source/sink pair.
 //! - `listener` — accept loops, connection permits, one tracing span per connection.
+//! - `http` — the WebSocket port's HTTP side (hyper): the upgrade, and the optional
+//!   `POST /api/publish`.
 //! - [`session`] — CONNECT, subscriptions, acks, transactions, receipts, heart-beats; the
 //!   reader and writer tasks of a connection.
 //! - [`router`] — queues (credit, prefetch, redelivery, dead letters), topics
@@ -41,6 +43,7 @@
 
 pub mod config;
 pub mod frame;
+mod http;
 mod listener;
 pub mod metrics;
 pub mod outbox;
@@ -108,6 +111,13 @@ impl Broker {
                 + 64,
             handshake_timeout: config.handshake_timeout(),
         });
+        let http = Arc::new(http::HttpSide {
+            ws: ws_settings,
+            router: router.clone(),
+            publish: config.http.publish,
+            auth: config.auth.clone(),
+            max_body_bytes: limits.max_body_bytes,
+        });
         let drain = config.drain();
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         let shutdown = CancellationToken::new();
@@ -131,7 +141,7 @@ impl Broker {
             shared,
             permits,
             tracker.clone(),
-            Some(ws_settings),
+            Some(http),
         ));
         tracing::info!(%tcp_addr, %ws_addr, "stompbox listening");
         Ok(BrokerHandle {

@@ -19,9 +19,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
 
 use crate::frame::Version;
+use crate::http::HttpSide;
 use crate::metrics::Metrics;
 use crate::session::{self, Shared};
-use crate::transport::{self, Kind, ws::WsSettings};
+use crate::transport::{self, Kind};
 
 /// Runs one accept loop until shutdown.
 pub(crate) async fn accept_loop(
@@ -30,7 +31,7 @@ pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
-    ws: Option<Arc<WsSettings>>,
+    http: Option<Arc<HttpSide>>,
 ) {
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -60,19 +61,20 @@ pub(crate) async fn accept_loop(
         Metrics::inc(&metrics.connections_open);
         let span = tracing::info_span!("conn", %peer, transport = kind.as_str(), session = Empty, login = Empty);
         let shared = shared.clone();
-        let ws = ws.clone();
+        let http = http.clone();
         tracker.spawn(
             async move {
                 tracing::debug!("accepted");
-                match ws {
+                match http {
                     None => {
                         let (source, sink) = transport::tcp::split(stream);
                         session::serve(source, sink, Version::V1_2, shared).await;
                     }
-                    Some(settings) => match transport::ws::accept(stream, &settings).await {
-                        Ok((source, sink, cap)) => session::serve(source, sink, cap, shared).await,
-                        Err(e) => tracing::debug!(cause = %e, "WebSocket handshake failed"),
-                    },
+                    Some(http) => {
+                        if let Some((source, sink, cap)) = crate::http::serve(stream, http).await {
+                            session::serve(source, sink, cap, shared).await;
+                        }
+                    }
                 }
                 metrics
                     .connections_open

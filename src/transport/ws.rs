@@ -1,6 +1,7 @@
 //! STOMP over WebSocket.
 //!
-//! The handshake picks the STOMP subprotocol exactly as RFC 6455 §4.2.2 asks
+//! The handshake (served by `crate::http`) picks the STOMP subprotocol exactly as
+//! RFC 6455 §4.2.2 asks
 //! (checklist W1): the highest of `v12.stomp`, `v11.stomp`, `v10.stomp` that the client
 //! offered, or no `Sec-WebSocket-Protocol` header at all when it offered none of them
 //! (the session then speaks STOMP anyway). The chosen subprotocol caps the STOMP
@@ -10,27 +11,26 @@
 //! transport uses, so frames may span messages and messages may hold several frames
 //! (W2). Outgoing, each frame is one message; heart-beats are a `\n` message.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
-use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 
 use super::{Error, ReadEvent, Sink, Source};
 use crate::config::WsMessageType;
 use crate::frame::Version;
 use crate::outbox::CloseReason;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// The subprotocols we speak, best first.
 const SUBPROTOCOLS: [(&str, Version); 3] = [
@@ -66,68 +66,22 @@ pub struct WsSettings {
     pub handshake_timeout: Duration,
 }
 
-/// Performs the upgrade under the handshake timeout. Returns the two halves and the
-/// highest STOMP version the chosen subprotocol allows.
-// The callback's error type is tungstenite's HTTP response; its size is not ours to pick.
-#[allow(clippy::result_large_err)]
-pub async fn accept(
-    stream: TcpStream,
-    settings: &WsSettings,
-) -> Result<(Source, Sink, Version), Error> {
-    let chosen: Arc<Mutex<Option<Version>>> = Arc::default();
-    let chosen_in_callback = chosen.clone();
-    let path = settings.path.clone();
-    let callback = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() != path {
-            let mut not_found = ErrorResponse::new(Some(format!(
-                "no WebSocket endpoint at {}; use {path}\n",
-                req.uri().path()
-            )));
-            *not_found.status_mut() = StatusCode::NOT_FOUND;
-            return Err(not_found);
-        }
-        let offers = req
-            .headers()
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        if let Some((name, version)) = choose_subprotocol(offers) {
-            resp.headers_mut().insert(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static(name),
-            );
-            *chosen_in_callback.lock().expect("handshake lock poisoned") = Some(version);
-        }
-        Ok(resp)
-    };
+/// Wraps a connection hyper has upgraded (after the handshake in `crate::http`).
+pub async fn from_upgraded(upgraded: Upgraded, settings: &WsSettings) -> (Source, Sink) {
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
-    let ws = tokio::time::timeout(
-        settings.handshake_timeout,
-        accept_hdr_async_with_config(stream, callback, Some(config)),
-    )
-    .await
-    .map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "WebSocket handshake timed out",
-        )
-    })??;
-    let cap = chosen
-        .lock()
-        .expect("handshake lock poisoned")
-        .unwrap_or(Version::V1_2);
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (sink, stream) = ws.split();
-    Ok((
+    (
         Source::Ws(WsSource(stream)),
         Sink::Ws(WsSink {
             sink,
             text: settings.message_type == WsMessageType::Text,
         }),
-        cap,
-    ))
+    )
 }
 
 /// WebSocket read half.

@@ -1,0 +1,286 @@
+//! The WebSocket listener's HTTP side, on hyper.
+//!
+//! Every connection to the WebSocket port starts as HTTP/1.1. A `GET` on
+//! `listeners.ws_path` with a valid RFC 6455 upgrade becomes a STOMP connection
+//! (the subprotocol is chosen by [`ws::choose_subprotocol`]); when `http.publish`
+//! is on, `POST /api/publish?destination=…` publishes its body as one message
+//! (one request per message: the REST side of the WebSocket-vs-REST comparison in
+//! BENCHMARKS.md). Anything else is a 404.
+//!
+//! Request headers must arrive within `limits.handshake_timeout_ms`.
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::config::Auth;
+use crate::frame::{Headers, Version};
+use crate::router::{RouteError, Router};
+use crate::transport::ws::{self, WsSettings};
+use crate::transport::{Sink, Source};
+
+type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// What the HTTP side needs, shared by all connections of the listener.
+#[derive(Debug)]
+pub(crate) struct HttpSide {
+    /// WebSocket settings (path, limits, handshake timeout).
+    pub ws: Arc<WsSettings>,
+    /// For `POST /api/publish`.
+    pub router: Router,
+    /// Whether `POST /api/publish` is served (`http.publish`).
+    pub publish: bool,
+    /// Users for HTTP Basic authentication of publishes.
+    pub auth: Auth,
+    /// `limits.max_body_bytes`, also the largest publish body.
+    pub max_body_bytes: usize,
+}
+
+/// An upgrade the service accepted: the pending upgraded connection and the STOMP
+/// version cap its subprotocol allows.
+type Upgrade = (OnUpgrade, Version);
+
+/// Serves HTTP on `stream` until it upgrades to WebSocket (returning the STOMP
+/// transport halves and version cap) or closes (returning `None`).
+pub(crate) async fn serve(
+    stream: TcpStream,
+    side: Arc<HttpSide>,
+) -> Option<(Source, Sink, Version)> {
+    let (tx, rx) = oneshot::channel::<Upgrade>();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let service_side = side.clone();
+    let service = service_fn(move |req| {
+        let side = service_side.clone();
+        let tx = tx.clone();
+        async move { Ok::<_, hyper::Error>(handle(req, &side, &tx).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(side.ws.handshake_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(cause = %e, "HTTP connection ended with an error");
+    }
+    let (on_upgrade, cap) = rx.await.ok()?;
+    let upgraded = match tokio::time::timeout(side.ws.handshake_timeout, on_upgrade).await {
+        Ok(Ok(upgraded)) => upgraded,
+        _ => return None,
+    };
+    let (source, sink) = ws::from_upgraded(upgraded, &side.ws).await;
+    Some((source, sink, cap))
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    resp
+}
+
+fn text(status: StatusCode, message: String) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(message + "\n"))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    side: &HttpSide,
+    tx: &Mutex<Option<oneshot::Sender<Upgrade>>>,
+) -> Response<Body> {
+    let path = req.uri().path();
+    if path == side.ws.path {
+        return upgrade(req, tx);
+    }
+    if path == "/api/publish" && side.publish {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use POST".into());
+        }
+        return publish(req, side).await;
+    }
+    text(
+        StatusCode::NOT_FOUND,
+        format!(
+            "nothing at {path}; STOMP over WebSocket is at {}",
+            side.ws.path
+        ),
+    )
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// RFC 6455 §4.2: validate the opening handshake and answer 101.
+fn upgrade(
+    mut req: Request<Incoming>,
+    tx: &Mutex<Option<oneshot::Sender<Upgrade>>>,
+) -> Response<Body> {
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let valid = req.method() == Method::GET
+        && header_has_token(&req, header::CONNECTION, "upgrade")
+        && header_has_token(&req, header::UPGRADE, "websocket")
+        && req
+            .headers()
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+    let Some(key) = key.filter(|_| valid) else {
+        let mut resp = text(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (RFC 6455)".into(),
+        );
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return resp;
+    };
+    let offers = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let chosen = ws::choose_subprotocol(offers);
+    let Some(sender) = tx.lock().expect("upgrade lock poisoned").take() else {
+        return text(StatusCode::BAD_REQUEST, "one upgrade per connection".into());
+    };
+    let cap = chosen.map_or(Version::V1_2, |(_, v)| v);
+    if sender.send((hyper::upgrade::on(&mut req), cap)).is_err() {
+        return empty(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let mut resp = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let headers = resp.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    let accept = derive_accept_key(key.as_bytes());
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header"),
+    );
+    if let Some((name, _)) = chosen {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(name),
+        );
+    }
+    resp
+}
+
+/// `auth` as for CONNECT: with users configured, HTTP Basic credentials must match
+/// one; otherwise anonymous publishing follows `auth.allow_anonymous`.
+fn authorized(req: &Request<Incoming>, auth: &Auth) -> bool {
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let Some(credentials) = basic else {
+        return auth.allow_anonymous;
+    };
+    let Some((login, passcode)) = credentials.split_once(':') else {
+        return false;
+    };
+    if auth.users.is_empty() {
+        return auth.allow_anonymous;
+    }
+    auth.users
+        .iter()
+        .find(|u| u.login == login)
+        .is_some_and(|u| bool::from(u.passcode.as_bytes().ct_eq(passcode.as_bytes())))
+}
+
+async fn publish(req: Request<Incoming>, side: &HttpSide) -> Response<Body> {
+    if !authorized(&req, &side.auth) {
+        let mut resp = text(
+            StatusCode::UNAUTHORIZED,
+            "bad or missing credentials".into(),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"stompbox\""),
+        );
+        return resp;
+    }
+    let destination = req
+        .uri()
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "destination"))
+        .map(|(_, v)| v.into_owned());
+    let Some(destination) = destination else {
+        return text(StatusCode::BAD_REQUEST, "missing ?destination=".into());
+    };
+    let mut headers = Headers::new();
+    if let Some(ct) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        headers.push("content-type", ct);
+    }
+    let body = match Limited::new(req.into_body(), side.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "body larger than {} bytes, or the request failed",
+                    side.max_body_bytes
+                ),
+            );
+        }
+    };
+    if let Err(e) = side.router.check_destination(&destination) {
+        return text(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    if destination.starts_with("/temp-queue/") && destination.matches('/').count() < 3 {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "temp queues need their routable name".into(),
+        );
+    }
+    let message = side.router.message(destination, headers, body);
+    let id = message.id.clone();
+    match side.router.send(message).await {
+        Ok(()) => {
+            let mut resp = empty(StatusCode::NO_CONTENT);
+            resp.headers_mut().insert(
+                "message-id",
+                HeaderValue::from_str(&id).expect("ids are ASCII"),
+            );
+            resp
+        }
+        Err(e @ RouteError::QueueFull(_)) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
