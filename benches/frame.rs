@@ -3,7 +3,9 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use stompbox::frame::{Command, Frame, Headers, Inbound, Limits, MessageParts, Parser, Version, encode};
+use stompbox::frame::{
+    Command, Frame, Headers, Inbound, Limits, MessageParts, Parser, Version, encode,
+};
 
 /// `count` SEND frames with a `size`-byte body and typical client headers.
 fn send_frames(count: usize, size: usize, content_length: bool) -> Vec<u8> {
@@ -25,9 +27,14 @@ fn send_frames(count: usize, size: usize, content_length: bool) -> Vec<u8> {
         let s = one.to_vec();
         // Drop the content-length line the encoder added.
         let text = String::from_utf8(s).unwrap();
-        text.replace(&format!("content-length:{size}\n"), "").into_bytes()
+        text.replace(&format!("content-length:{size}\n"), "")
+            .into_bytes()
     };
-    one.iter().copied().cycle().take(one.len() * count).collect()
+    one.iter()
+        .copied()
+        .cycle()
+        .take(one.len() * count)
+        .collect()
 }
 
 fn parse(c: &mut Criterion) {
@@ -63,10 +70,24 @@ fn encode_message(c: &mut Criterion) {
     headers.push("content-type", "application/json");
     headers.push("x-request-id", "4b1c7e2a-8f3d-4e5a-9c1b-0d2e3f4a5b6c");
     let body = vec![b'x'; 1024];
-    let tail = MessageParts::tail("/topic/prices", "abcd1234-17", &headers, &body, Version::V1_2);
+    let tail = MessageParts::tail(
+        "/topic/prices",
+        "abcd1234-17",
+        &headers,
+        &body,
+        Version::V1_2,
+    );
     group.throughput(Throughput::Bytes(tail.len() as u64));
     group.bench_function("message_tail_1KiB", |b| {
-        b.iter(|| MessageParts::tail("/topic/prices", "abcd1234-17", &headers, &body, Version::V1_2))
+        b.iter(|| {
+            MessageParts::tail(
+                "/topic/prices",
+                "abcd1234-17",
+                &headers,
+                &body,
+                Version::V1_2,
+            )
+        })
     });
     let prefix = MessageParts::prefix("sub-1", Version::V1_2);
     group.throughput(Throughput::Elements(1));
