@@ -6,12 +6,12 @@
 //! giving that subscription credit and register to be woken ([`Wake`]) once the writer
 //! has drained the outbox below half; topics apply their configured policy.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::router::AutoAck;
 
@@ -84,137 +84,171 @@ pub trait Wake: Send + Sync {
 }
 
 #[derive(Default)]
-struct Shared {
-    /// Bytes queued and not yet taken by the writer.
-    bytes: AtomicUsize,
+struct State {
+    items: VecDeque<Outgoing>,
+    /// Wire bytes of `items`.
+    bytes: usize,
+    /// Set when the writer is gone: pushes fail from then on.
+    closed: bool,
     /// Destinations that skipped this connection because the outbox was full.
-    starved: Mutex<Vec<Weak<dyn Wake>>>,
+    starved: Vec<Weak<dyn Wake>>,
+}
+
+/// A plain mutex-protected deque rather than a channel: the writer takes everything
+/// queued with one lock (a swap of deques), producers never wait, and an idle
+/// connection's outbox holds no preallocated slots.
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the writer when the outbox goes from empty to non-empty.
+    writer: Notify,
+    /// Wakes a session waiting in [`OutboxTx::push`] once the writer took a batch.
+    room: Notify,
+    max_frames: usize,
+    max_bytes: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("outbox lock poisoned")
+    }
 }
 
 /// The producing side; cheap to clone, held by the session and its subscriptions.
 #[derive(Clone)]
-pub struct OutboxTx {
-    tx: mpsc::Sender<Outgoing>,
-    shared: Arc<Shared>,
-    max_bytes: usize,
-}
+pub struct OutboxTx(Arc<Shared>);
 
 impl std::fmt::Debug for OutboxTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.0.lock();
         f.debug_struct("OutboxTx")
-            .field("queued_bytes", &self.shared.bytes.load(Ordering::Relaxed))
+            .field("frames", &st.items.len())
+            .field("bytes", &st.bytes)
             .finish()
     }
 }
 
 /// The writer's side.
-pub struct OutboxRx {
-    rx: mpsc::Receiver<Outgoing>,
-    shared: Arc<Shared>,
-    max_frames: usize,
-    max_bytes: usize,
-}
+pub struct OutboxRx(Arc<Shared>);
 
-/// A bounded outbox of `max_frames` items and `max_bytes` bytes.
+/// A bounded outbox of `max_frames` items and `max_bytes` bytes. The batch the writer
+/// is currently writing is not counted: at most the same amount again is in flight.
 pub fn outbox(max_frames: usize, max_bytes: usize) -> (OutboxTx, OutboxRx) {
-    let (tx, rx) = mpsc::channel(max_frames);
-    let shared = Arc::new(Shared::default());
-    (
-        OutboxTx {
-            tx,
-            shared: shared.clone(),
-            max_bytes,
-        },
-        OutboxRx {
-            rx,
-            shared,
-            max_frames,
-            max_bytes,
-        },
-    )
+    let shared = Arc::new(Shared {
+        state: Mutex::default(),
+        writer: Notify::new(),
+        room: Notify::new(),
+        max_frames,
+        max_bytes,
+    });
+    (OutboxTx(shared.clone()), OutboxRx(shared))
 }
 
 impl OutboxTx {
     /// Whether a push would currently succeed (used for queue credit).
     pub fn has_room(&self) -> bool {
-        self.tx.capacity() > 0 && self.shared.bytes.load(Ordering::Relaxed) < self.max_bytes
+        let st = self.0.lock();
+        !st.closed && st.items.len() < self.0.max_frames && st.bytes < self.0.max_bytes
     }
 
     /// Queues `item` unless the outbox is full or closed; gives the item back if not.
     pub fn try_push(&self, item: Outgoing) -> Result<(), Outgoing> {
         let len = item.wire_len();
-        if self.shared.bytes.load(Ordering::Relaxed) + len > self.max_bytes && len > 0 {
+        let mut st = self.0.lock();
+        if st.closed
+            || st.items.len() >= self.0.max_frames
+            || (len > 0 && st.bytes + len > self.0.max_bytes)
+        {
             return Err(item);
         }
-        match self.tx.try_send(item) {
-            Ok(()) => {
-                self.shared.bytes.fetch_add(len, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(
-                mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item),
-            ) => Err(item),
+        let was_empty = st.items.is_empty();
+        st.items.push_back(item);
+        st.bytes += len;
+        drop(st);
+        if was_empty {
+            self.0.writer.notify_one();
         }
+        Ok(())
     }
 
     /// Queues the session's own frame, waiting for room: only the session's own task
-    /// waits here, so a client that does not read only slows itself. Returns false when
-    /// the writer is gone.
+    /// waits here, so a client that does not read only slows itself. Only the frame
+    /// count is checked, so small control frames are never refused for bytes. Returns
+    /// false when the writer is gone.
     pub async fn push(&self, item: Outgoing) -> bool {
-        let len = item.wire_len();
-        self.shared.bytes.fetch_add(len, Ordering::Relaxed);
-        if self.tx.send(item).await.is_err() {
-            self.shared.bytes.fetch_sub(len, Ordering::Relaxed);
-            return false;
+        loop {
+            let room = self.0.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut st = self.0.lock();
+                if st.closed {
+                    return false;
+                }
+                if st.items.len() < self.0.max_frames {
+                    let was_empty = st.items.is_empty();
+                    st.bytes += item.wire_len();
+                    st.items.push_back(item);
+                    drop(st);
+                    if was_empty {
+                        self.0.writer.notify_one();
+                    }
+                    return true;
+                }
+            }
+            room.await;
         }
-        true
     }
 
     /// Asks to be woken when the writer has drained this outbox below half.
     pub fn wake_when_ready(&self, who: Weak<dyn Wake>) {
-        let mut starved = self.shared.starved.lock().expect("outbox lock poisoned");
-        if !starved.iter().any(|w| w.ptr_eq(&who)) {
-            starved.push(who);
+        let mut st = self.0.lock();
+        if !st.starved.iter().any(|w| w.ptr_eq(&who)) {
+            st.starved.push(who);
         }
     }
 
     /// Whether the writer has gone away.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.0.lock().closed
     }
 }
 
 impl OutboxRx {
-    /// Waits for the next item.
-    pub async fn recv(&mut self) -> Option<Outgoing> {
-        let item = self.rx.recv().await?;
-        self.taken(&item);
-        Some(item)
-    }
-
-    /// The next item if one is queued.
-    pub fn try_recv(&mut self) -> Option<Outgoing> {
-        let item = self.rx.try_recv().ok()?;
-        self.taken(&item);
-        Some(item)
-    }
-
-    fn taken(&self, item: &Outgoing) {
-        self.shared
-            .bytes
-            .fetch_sub(item.wire_len(), Ordering::Relaxed);
+    /// Waits until something is queued, then moves all of it into `batch` (which must
+    /// be empty). Cancel-safe: nothing is taken before the wait completes.
+    pub async fn recv_batch(&mut self, batch: &mut VecDeque<Outgoing>) {
+        debug_assert!(batch.is_empty());
+        loop {
+            let notified = self.0.writer.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.0.lock();
+                if !st.items.is_empty() {
+                    std::mem::swap(&mut st.items, batch);
+                    st.bytes = 0;
+                    drop(st);
+                    self.0.room.notify_waiters();
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Wakes starved destinations once the outbox is below half full. Called by the
     /// writer after each batch, holding no lock.
     pub fn wake_if_drained(&self) {
-        let frames_low = self.rx.len() <= self.max_frames / 2;
-        let bytes_low = self.shared.bytes.load(Ordering::Relaxed) <= self.max_bytes / 2;
-        if !(frames_low && bytes_low) {
-            return;
-        }
-        let starved =
-            std::mem::take(&mut *self.shared.starved.lock().expect("outbox lock poisoned"));
+        let starved = {
+            let mut st = self.0.lock();
+            if st.starved.is_empty()
+                || st.items.len() > self.0.max_frames / 2
+                || st.bytes > self.0.max_bytes / 2
+            {
+                return;
+            }
+            std::mem::take(&mut st.starved)
+        };
         for who in starved {
             if let Some(who) = who.upgrade() {
                 who.wake();
@@ -225,44 +259,63 @@ impl OutboxRx {
     /// Stops accepting items and returns what was never written, so queue deliveries
     /// can be requeued instead of lost.
     pub fn close_and_drain(&mut self) -> Vec<Outgoing> {
-        self.rx.close();
-        let mut left = Vec::new();
-        while let Some(item) = self.try_recv() {
-            left.push(item);
-        }
-        left
+        let left = {
+            let mut st = self.0.lock();
+            st.closed = true;
+            st.bytes = 0;
+            st.starved.clear();
+            std::mem::take(&mut st.items)
+        };
+        self.0.room.notify_waiters();
+        left.into()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+
+    fn frame(bytes: &'static [u8]) -> Outgoing {
+        Outgoing::Frame(Bytes::from_static(bytes))
+    }
+
+    fn take(rx: &mut OutboxRx) -> VecDeque<Outgoing> {
+        let mut batch = VecDeque::new();
+        futures_util::FutureExt::now_or_never(rx.recv_batch(&mut batch)).expect("items queued");
+        batch
+    }
 
     #[test]
     fn full_by_frames_or_bytes() {
         let (tx, mut rx) = outbox(2, 10);
-        assert!(
-            tx.try_push(Outgoing::Frame(Bytes::from_static(b"12345")))
-                .is_ok()
-        );
-        assert!(
-            tx.try_push(Outgoing::Frame(Bytes::from_static(b"123456")))
-                .is_err()
-        );
-        assert!(
-            tx.try_push(Outgoing::Frame(Bytes::from_static(b"12345")))
-                .is_ok()
-        );
+        assert!(tx.try_push(frame(b"12345")).is_ok());
+        assert!(tx.try_push(frame(b"123456")).is_err());
+        assert!(tx.try_push(frame(b"12345")).is_ok());
         assert!(!tx.has_room());
-        assert!(
-            tx.try_push(Outgoing::Frame(Bytes::from_static(b"1")))
-                .is_err()
-        );
-        assert!(rx.try_recv().is_some());
+        assert!(tx.try_push(frame(b"1")).is_err());
+        assert_eq!(take(&mut rx).len(), 2);
         assert!(tx.has_room());
     }
 
-    struct Flag(std::sync::atomic::AtomicBool);
+    #[tokio::test]
+    async fn push_waits_for_room_and_fails_once_closed() {
+        let (tx, mut rx) = outbox(1, 1000);
+        assert!(tx.push(frame(b"a")).await);
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.push(frame(b"b")).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(take(&mut rx).len(), 1);
+        assert!(waiting.await.unwrap());
+        assert_eq!(rx.close_and_drain().len(), 1);
+        assert!(!tx.push(frame(b"c")).await);
+        assert!(tx.try_push(frame(b"c")).is_err());
+    }
+
+    struct Flag(AtomicBool);
     impl Wake for Flag {
         fn wake(&self) {
             self.0.store(true, Ordering::SeqCst);
@@ -273,19 +326,23 @@ mod tests {
     fn starved_destinations_woken_below_half() {
         let (tx, mut rx) = outbox(4, 1000);
         for _ in 0..4 {
-            tx.try_push(Outgoing::Frame(Bytes::from_static(b"x")))
-                .unwrap();
+            tx.try_push(frame(b"x")).unwrap();
         }
-        let flag = Arc::new(Flag(Default::default()));
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
         let weak: Weak<dyn Wake> = Arc::downgrade(&(flag.clone() as Arc<dyn Wake>));
         tx.wake_when_ready(weak);
-        rx.try_recv();
+        rx.wake_if_drained();
+        assert!(!flag.0.load(Ordering::SeqCst), "full is not below half");
+        take(&mut rx);
+        for _ in 0..3 {
+            tx.try_push(frame(b"x")).unwrap();
+        }
         rx.wake_if_drained();
         assert!(
             !flag.0.load(Ordering::SeqCst),
             "3 of 4 queued is not below half"
         );
-        rx.try_recv();
+        take(&mut rx);
         rx.wake_if_drained();
         assert!(flag.0.load(Ordering::SeqCst));
     }

@@ -178,23 +178,29 @@ async fn never_reading_subscriber(b: &TestBroker, destination: &str, ack: &str) 
 
 #[tokio::test]
 async fn slow_topic_consumer_never_slows_the_others() {
-    let mut cfg = config();
-    cfg.outbox.max_frames = 16;
-    let b = start_with(cfg).await;
+    let b = start().await;
     let _stuck = never_reading_subscriber(&b, "/topic/firehose", "auto").await;
     let mut fast = connected(&b).await;
     fast.subscribe("0", "/topic/firehose", "auto").await;
     let mut p = connected(&b).await;
     let body = "x".repeat(16 * 1024);
-    // 2,000 x 16 KiB = 32 MiB: far more than the stuck client's socket buffers and
-    // outbox hold. If the broker waited on the stuck client, this would stall.
+    // 2,000 x 16 KiB = 32 MiB: far more than the stuck client's outbox (8 MiB) and
+    // socket buffers hold. The publisher waits for a receipt every 100 messages, so
+    // if the broker ever waited on the stuck client, publishing would stall here.
     let publisher = tokio::spawn(async move {
-        for _ in 0..2_000 {
-            p.send(&format!("SEND\ndestination:/topic/firehose\n\n{body}"))
+        for i in 0..2_000 {
+            if i % 100 == 99 {
+                p.send(&format!(
+                    "SEND\ndestination:/topic/firehose\nreceipt:r{i}\n\n{body}"
+                ))
                 .await;
+                p.until_receipt(&format!("r{i}")).await;
+            } else {
+                p.send(&format!("SEND\ndestination:/topic/firehose\n\n{body}"))
+                    .await;
+            }
         }
         p.publish("/topic/firehose", "done").await;
-        p
     });
     let mut received = 0;
     loop {

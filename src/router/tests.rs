@@ -40,7 +40,11 @@ fn sub(key: u64, ack: AckMode, prefetch: usize, frames: usize) -> (Arc<Subscript
 /// Drains an outbox into parsed MESSAGE frames, marking auto-ack deliveries written.
 fn drain(rx: &mut OutboxRx) -> Vec<crate::frame::Frame> {
     let mut out = Vec::new();
-    while let Some(item) = rx.try_recv() {
+    let mut batch = std::collections::VecDeque::new();
+    if futures_util::FutureExt::now_or_never(rx.recv_batch(&mut batch)).is_none() {
+        return out;
+    }
+    for item in batch {
         if let Outgoing::Message { head, tail, auto } = item {
             let mut buf = bytes::BytesMut::new();
             buf.extend_from_slice(&head);

@@ -14,6 +14,7 @@
 //! input does not turn our close into a TCP reset that destroys the ERROR (E2).
 //! Auto-ack deliveries still in the outbox at the end are requeued, not lost.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -264,13 +265,11 @@ async fn write_loop(
 ) -> OutboxRx {
     let mut heartbeat: Option<Duration> = None;
     let mut last_write = Instant::now();
-    let mut batch = Vec::new();
+    // Everything queued is taken at once and written with one flush.
+    let mut batch = VecDeque::new();
     loop {
-        let first = tokio::select! {
-            item = rx.recv() => match item {
-                Some(item) => item,
-                None => break,
-            },
+        tokio::select! {
+            () = rx.recv_batch(&mut batch) => {}
             _ = sleep_until(last_write + heartbeat.unwrap_or_default()), if heartbeat.is_some() => {
                 let sent = timeout(write_timeout, async {
                     sink.heartbeat().await?;
@@ -284,14 +283,6 @@ async fn write_loop(
                 continue;
             }
             _ = stop.cancelled() => break,
-        };
-        // Take everything already queued: one flush per wake-up.
-        batch.push(first);
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Some(item) => batch.push(item),
-                None => break,
-            }
         }
         let mut close = None;
         let mut written = Vec::new();
