@@ -220,6 +220,11 @@ async fn read_loop(
                     // Time spent processing (waiting for queue room) is ours, not the
                     // client's silence; bytes it sent meanwhile are read next.
                     last_read = Instant::now();
+                    // Nothing partial is buffered: let go of the read buffer, so an idle
+                    // connection holds none (bodies still in flight keep their part).
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
                 }
                 ReadEvent::Closed => return End::PeerClosed,
                 ReadEvent::Violation(reason, message) => return End::error(message, reason),

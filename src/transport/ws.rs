@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
@@ -69,7 +69,9 @@ pub struct WsSettings {
 /// Wraps a connection hyper has upgraded (after the handshake in `crate::http`).
 pub async fn from_upgraded(upgraded: Upgraded, settings: &WsSettings) -> (Source, Sink) {
     let config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        // tungstenite allocates this eagerly per connection; large messages still get
+        // room for their whole frame, so a small buffer costs only extra reads.
+        .read_buffer_size(4 * 1024)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
     let ws =
@@ -90,14 +92,24 @@ pub struct WsSource(SplitStream<Ws>);
 impl WsSource {
     pub(super) async fn read(&mut self, buf: &mut BytesMut) -> ReadEvent {
         match self.0.next().await {
-            Some(Ok(Message::Binary(b))) => buf.extend_from_slice(&b),
-            Some(Ok(Message::Text(t))) => buf.extend_from_slice(t.as_bytes()),
+            Some(Ok(Message::Binary(b))) => append(buf, b),
+            Some(Ok(Message::Text(t))) => append(buf, Bytes::from(t)),
             // Pings are answered by tungstenite on the next write or flush.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(_))) | None => return ReadEvent::Closed,
             Some(Err(e)) => return violation(e),
         }
         ReadEvent::Data
+    }
+}
+
+/// Appends a message payload; into an empty buffer without copying, so bodies parsed
+/// from it are slices of the payload tungstenite already holds.
+fn append(buf: &mut BytesMut, payload: Bytes) {
+    if buf.is_empty() {
+        *buf = BytesMut::from(payload);
+    } else {
+        buf.extend_from_slice(&payload);
     }
 }
 
