@@ -242,11 +242,17 @@ impl Router {
                 if let Some(topic) = topic {
                     topic.publish(&message, policy, &inner.metrics);
                 }
-                for (pattern, sub) in inner.wildcards.read().expect("router lock poisoned").iter() {
-                    if pattern.matches(name) {
-                        topic::deliver(sub, &message, policy, &inner.metrics);
-                    }
-                }
+                let delivered = inner
+                    .wildcards
+                    .read()
+                    .expect("router lock poisoned")
+                    .iter()
+                    .filter(|(pattern, sub)| {
+                        pattern.matches(name)
+                            && topic::deliver(sub, &message, policy, &inner.metrics)
+                    })
+                    .count();
+                Metrics::add(&inner.metrics.messages_out, delivered);
             }
             Kind::Queue => {
                 let queue = inner.queue(&message.destination, None);

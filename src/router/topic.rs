@@ -45,25 +45,27 @@ impl Topic {
         policy: SlowConsumerPolicy,
         metrics: &Metrics,
     ) {
-        for sub in self.lock().iter() {
-            deliver(sub, message, policy, metrics);
-        }
+        let delivered = self
+            .lock()
+            .iter()
+            .filter(|sub| deliver(sub, message, policy, metrics))
+            .count();
+        Metrics::add(&metrics.messages_out, delivered);
     }
 }
 
 /// One topic delivery. A subscriber whose outbox is full, or whose client-ack window is
 /// full of unacknowledged messages, is a slow consumer and gets the configured policy;
-/// the publisher and the other subscribers never wait for it.
+/// the publisher and the other subscribers never wait for it. Returns whether it was
+/// delivered (the caller counts, once per publish rather than per subscriber).
 pub(super) fn deliver(
     sub: &Arc<Subscription>,
     message: &Arc<Message>,
     policy: SlowConsumerPolicy,
     metrics: &Metrics,
-) {
-    let delivered = !sub.window_full() && sub.deliver(message.clone(), 0, None, None).is_ok();
-    if delivered {
-        Metrics::inc(&metrics.messages_out);
-        return;
+) -> bool {
+    if !sub.window_full() && sub.deliver(message.clone(), 0, None, None).is_ok() {
+        return true;
     }
     match policy {
         SlowConsumerPolicy::Drop => Metrics::inc(&metrics.slow_consumer_drops),
@@ -74,4 +76,5 @@ pub(super) fn deliver(
             }
         }
     }
+    false
 }

@@ -35,20 +35,23 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parses `tcp://HOST:PORT` or `ws://HOST:PORT/PATH`; HOST must be loopback.
     pub fn parse(url: &str) -> anyhow::Result<Endpoint> {
-        let (scheme, rest) = url
-            .split_once("://")
-            .with_context(|| format!("--url {url:?}: expected tcp://HOST:PORT or ws://HOST:PORT/PATH"))?;
+        let (scheme, rest) = url.split_once("://").with_context(|| {
+            format!("--url {url:?}: expected tcp://HOST:PORT or ws://HOST:PORT/PATH")
+        })?;
         let authority = rest.split('/').next().unwrap_or_default();
         let (host, port) = authority
             .rsplit_once(':')
             .with_context(|| format!("--url {url:?}: missing :PORT"))?;
-        let port: u16 = port.parse().with_context(|| format!("--url {url:?}: bad port"))?;
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("--url {url:?}: bad port"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let ip: IpAddr = if host == "localhost" {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
-            host.parse()
-                .with_context(|| format!("--url {url:?}: host must be a loopback IP or localhost"))?
+            host.parse().with_context(|| {
+                format!("--url {url:?}: host must be a loopback IP or localhost")
+            })?
         };
         if !ip.is_loopback() {
             bail!("--url {url:?}: this tool only talks to loopback addresses");
@@ -123,9 +126,10 @@ async fn open_inner(ep: &Endpoint, opts: &ConnectOpts) -> anyhow::Result<(Reader
         Some(url) => {
             let mut request = url.as_str().into_client_request()?;
             if !opts.raw {
-                request
-                    .headers_mut()
-                    .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("v12.stomp"));
+                request.headers_mut().insert(
+                    "Sec-WebSocket-Protocol",
+                    HeaderValue::from_static("v12.stomp"),
+                );
             }
             let config = if opts.small {
                 WebSocketConfig::default()
@@ -134,9 +138,10 @@ async fn open_inner(ep: &Endpoint, opts: &ConnectOpts) -> anyhow::Result<(Reader
             } else {
                 WebSocketConfig::default()
             };
-            let (ws, _resp) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-                .await
-                .with_context(|| format!("WebSocket handshake with {url}"))?;
+            let (ws, _resp) =
+                tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                    .await
+                    .with_context(|| format!("WebSocket handshake with {url}"))?;
             let (sink, stream) = ws.split();
             (
                 Reader::new(ReadSrc::Ws(stream), read_cap),

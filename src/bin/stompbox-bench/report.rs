@@ -59,15 +59,31 @@ fn si(v: f64) -> String {
 pub fn print(rows: &[Row], json: bool, threads: usize) {
     let mut out = String::new();
     let header = [
-        "label", "scenario", "transport", "params", "outcome", "deliv/expect", "loss", "secs",
-        "msg/s", "brk-cpu-s", "msg/brk-cpu-s", "brk-rss-MiB", "p50/p99/p99.9/max us",
-        "KiB/conn", "tool-cpu-s(%)",
+        "label",
+        "scenario",
+        "transport",
+        "params",
+        "outcome",
+        "deliv/expect",
+        "loss",
+        "secs",
+        "msg/s",
+        "brk-cpu-s",
+        "msg/brk-cpu-s",
+        "brk-rss-MiB",
+        "p50/p99/p99.9/max us",
+        "KiB/conn",
+        "tool-cpu-s(%)",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             vec![
-                if r.label.is_empty() { "-".into() } else { r.label.clone() },
+                if r.label.is_empty() {
+                    "-".into()
+                } else {
+                    r.label.clone()
+                },
                 r.scenario.clone(),
                 r.transport.clone(),
                 r.params.clone(),
@@ -77,9 +93,17 @@ pub fn print(rows: &[Row], json: bool, threads: usize) {
                 } else {
                     format!("{}/{}", r.delivered, r.expected)
                 },
-                if r.scenario == "idle" { "-".into() } else { format!("{} ({:.2}%)", r.loss, r.loss_pct) },
-                format!("{:.2}", r.elapsed_s),
-                if r.scenario == "idle" { "-".into() } else { si(r.msg_per_s) },
+                if r.scenario == "idle" {
+                    "-".into()
+                } else {
+                    format!("{} ({:.2}%)", r.loss, r.loss_pct)
+                },
+                format!("{:.3}", r.elapsed_s),
+                if r.scenario == "idle" {
+                    "-".into()
+                } else {
+                    si(r.msg_per_s)
+                },
                 opt(r.broker_cpu_s, |c| format!("{c:.2}")),
                 opt(r.msg_per_broker_cpu_s, si),
                 opt(r.broker_rss_kib, |k| format!("{:.1}", k as f64 / 1024.0)),

@@ -61,7 +61,15 @@ pub async fn run(ctx: Arc<Ctx>, a: FanoutArgs) -> anyhow::Result<Row> {
         stats.clone(),
     ));
     let expected = count * n as u64;
-    let outcome = wait_for(&ctx, &rx, expected, deadline, &[stats.clone()], Duration::from_secs(2)).await;
+    let outcome = wait_for(
+        &ctx,
+        &rx,
+        expected,
+        deadline,
+        std::slice::from_ref(&stats),
+        Duration::from_secs(2),
+    )
+    .await;
     let after = Sample::take(ctx.g.pid)?;
     let elapsed_s = elapsed(&ctx, t0, &rx);
     ctx.stop.cancel();
@@ -71,12 +79,11 @@ pub async fn run(ctx: Arc<Ctx>, a: FanoutArgs) -> anyhow::Result<Row> {
     ctx.check()?;
     let delivered = rx.received.load(Ordering::Acquire);
     check_progress(outcome, delivered)?;
-    let mut row = ctx.row(
-        "fanout",
-        format!("subs={n} size={} msgs={count}", a.size),
-    );
+    let mut row = ctx.row("fanout", format!("subs={n} size={} msgs={count}", a.size));
     row.sent = stats.sent.load(Ordering::Acquire);
-    finish_row(&ctx, &mut row, before, after, elapsed_s, delivered, expected, outcome);
+    finish_row(
+        &ctx, &mut row, before, after, elapsed_s, delivered, expected, outcome,
+    );
     row.note = loss_note(outcome, row.loss);
     Ok(row)
 }

@@ -154,9 +154,21 @@ pub async fn run(ctx: Arc<Ctx>, a: IdleArgs) -> anyhow::Result<Row> {
 
     let mut row = ctx.row(
         "idle",
-        format!("conns={k} hb={hb}ms hold={}s sources={sources}", a.hold_seconds),
+        format!(
+            "conns={k} hb={hb}ms hold={}s sources={sources}",
+            a.hold_seconds
+        ),
     );
-    finish_row(&ctx, &mut row, before, after, total_s, 0, 0, Outcome::Complete);
+    finish_row(
+        &ctx,
+        &mut row,
+        before,
+        after,
+        total_s,
+        0,
+        0,
+        Outcome::Complete,
+    );
     row.msg_per_s = 0.0;
     row.msg_per_broker_cpu_s = None;
     row.connections = Some(n_open);
@@ -192,7 +204,13 @@ fn next_rand(state: &mut u64) -> f64 {
 
 /// One idle connection: answers the heart-beat contract, reads (and discards) broker
 /// heart-beats, and fails the run on ERROR or close.
-async fn hold(ctx: Arc<Ctx>, (mut r, mut w): (Reader, Writer), hb_ms: u64, seed: u64, dropped: Arc<AtomicU64>) {
+async fn hold(
+    ctx: Arc<Ctx>,
+    (mut r, mut w): (Reader, Writer),
+    hb_ms: u64,
+    seed: u64,
+    dropped: Arc<AtomicU64>,
+) {
     let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let period = Duration::from_millis(hb_ms.max(1));
     // First beat somewhere in the first period, then every 75–95 % of it.

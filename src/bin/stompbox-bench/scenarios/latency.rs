@@ -73,7 +73,15 @@ pub async fn run(ctx: Arc<Ctx>, a: LatencyArgs) -> anyhow::Result<Row> {
         },
         stats.clone(),
     ));
-    let outcome = wait_for(&ctx, &rx, count, deadline, &[stats.clone()], Duration::from_secs(2)).await;
+    let outcome = wait_for(
+        &ctx,
+        &rx,
+        count,
+        deadline,
+        std::slice::from_ref(&stats),
+        Duration::from_secs(2),
+    )
+    .await;
     let after = Sample::take(ctx.g.pid)?;
     let elapsed_s = elapsed(&ctx, t0, &rx);
     ctx.stop.cancel();
@@ -87,7 +95,9 @@ pub async fn run(ctx: Arc<Ctx>, a: LatencyArgs) -> anyhow::Result<Row> {
         format!("rate={} secs={} size={}", a.rate, a.seconds, a.size),
     );
     row.sent = sent;
-    finish_row(&ctx, &mut row, before, after, elapsed_s, delivered, count, outcome);
+    finish_row(
+        &ctx, &mut row, before, after, elapsed_s, delivered, count, outcome,
+    );
     if let Some(h) = hist.filter(|h| !h.is_empty()) {
         let us = |ns: u64| ns as f64 / 1000.0;
         row.p50_us = Some(us(h.value_at_quantile(0.50)));

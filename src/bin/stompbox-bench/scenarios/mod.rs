@@ -95,7 +95,11 @@ impl Ctx {
         Row {
             label: self.g.label.clone(),
             scenario: scenario.to_string(),
-            transport: format!("{}{}", self.ep.transport(), if self.g.raw { "-raw" } else { "" }),
+            transport: format!(
+                "{}{}",
+                self.ep.transport(),
+                if self.g.raw { "-raw" } else { "" }
+            ),
             params,
             ..Row::default()
         }
@@ -489,6 +493,7 @@ pub fn elapsed(ctx: &Ctx, t0_ns: u64, rx: &RxStats) -> f64 {
 }
 
 /// Fills the common measurement fields of `row`.
+#[allow(clippy::too_many_arguments)]
 pub fn finish_row(
     ctx: &Ctx,
     row: &mut Row,
@@ -534,7 +539,10 @@ pub fn finish_row(
 /// Fails a run that timed out without any progress.
 pub fn check_progress(outcome: Outcome, delivered: u64) -> anyhow::Result<()> {
     if delivered == 0 && matches!(outcome, Outcome::TimeCap | Outcome::Stalled) {
-        bail!("no message was delivered before the run ended ({})", outcome.as_str());
+        bail!(
+            "no message was delivered before the run ended ({})",
+            outcome.as_str()
+        );
     }
     Ok(())
 }

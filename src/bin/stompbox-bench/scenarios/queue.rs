@@ -55,7 +55,15 @@ pub async fn run(ctx: Arc<Ctx>, a: QueueArgs) -> anyhow::Result<Row> {
     let rx = Arc::new(RxStats::default());
     let receivers: Vec<_> = consumers
         .into_iter()
-        .map(|conn| tokio::spawn(consume(ctx.clone(), conn, a.ack, a.ack_every.max(1), rx.clone())))
+        .map(|conn| {
+            tokio::spawn(consume(
+                ctx.clone(),
+                conn,
+                a.ack,
+                a.ack_every.max(1),
+                rx.clone(),
+            ))
+        })
         .collect();
 
     let before = Sample::take(ctx.g.pid)?;
@@ -102,7 +110,9 @@ pub async fn run(ctx: Arc<Ctx>, a: QueueArgs) -> anyhow::Result<Row> {
         ),
     );
     row.sent = sent;
-    finish_row(&ctx, &mut row, before, after, elapsed_s, delivered, count, outcome);
+    finish_row(
+        &ctx, &mut row, before, after, elapsed_s, delivered, count, outcome,
+    );
     if delivered < sent {
         row.note = Some(format!(
             "QUEUE LOSS: {} of {sent} sent messages were not consumed ({})",
