@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// WebSocket. Every run is bounded by a message count and a wall-clock cap, and talks to
 /// loopback only.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "stompbox-bench", version, about)]
+#[command(name = "stompbox-bench", version)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -46,8 +46,10 @@ pub struct Global {
     /// Tokio worker threads of the tool itself (1 leaves the other core to the broker).
     #[arg(long, global = true, default_value_t = 1)]
     pub threads: usize,
-    /// Relay baseline: no CONNECT/SUBSCRIBE/receipts; SEND frames are sent as raw
-    /// WebSocket binary messages and subscribers count every complete frame.
+    /// Relay baseline (examples/ws_relay.rs): no CONNECT/SUBSCRIBE/receipts; SEND frames
+    /// go out as raw WebSocket binary messages, subscribers count every complete frame,
+    /// and (fanout) each body carries a sequence number: the publisher stays at most
+    /// window x receipt-every messages ahead of the slowest subscriber.
     #[arg(long, global = true)]
     pub raw: bool,
     /// Receipts a publisher may have outstanding (flow-control window).
@@ -56,9 +58,21 @@ pub struct Global {
     /// A publisher asks for a receipt every this many messages (also its write batch).
     #[arg(long, global = true, default_value_t = 256)]
     pub receipt_every: usize,
-    /// Connections opened concurrently while setting up.
-    #[arg(long, global = true, default_value_t = 256)]
+    /// WebSocket client: `lean` (this tool's codec: large reads, batched masked writes)
+    /// or `tungstenite` (tokio-tungstenite, one message per frame; costs more CPU).
+    #[arg(long, global = true, value_enum, default_value_t = WsClient::Lean)]
+    pub ws_client: WsClient,
+    /// Connections opened concurrently while setting up. Keep it at or below the
+    /// broker's listen backlog (128 for std/tokio listeners): an overrun backlog drops
+    /// SYNs, which the kernel retransmits only after 1 s.
+    #[arg(long, global = true, default_value_t = 128)]
     pub connect_concurrency: usize,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WsClient {
+    Lean,
+    Tungstenite,
 }
 
 #[derive(Subcommand, Debug, Clone)]

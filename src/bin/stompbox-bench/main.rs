@@ -1,7 +1,7 @@
 //! `stompbox-bench`: a load generator for STOMP 1.2 brokers over TCP and WebSocket.
 //!
 //! Modules: [`cli`] (flags), [`client`] (connections, setup handshake, batched writer),
-//! [`scan`] (the zero-allocation receive scanner), [`scenarios`] (fanout, queue,
+//! [`scan`] (the zero-allocation receive scanner), `client::ws` (the lean WebSocket codec), [`scenarios`] (fanout, queue,
 //! latency, idle), [`report`] (table and JSON), [`proc`] (broker CPU/RSS from /proc,
 //! the tool's own CPU and fd limit).
 //!

@@ -88,6 +88,7 @@ pub fn raise_nofile() -> u64 {
 pub struct Sample {
     pub broker_cpu: Option<f64>,
     pub tool_cpu: f64,
+    pub at: std::time::Instant,
 }
 
 impl Sample {
@@ -95,6 +96,7 @@ impl Sample {
         Ok(Sample {
             broker_cpu: pid.map(cpu_seconds).transpose()?,
             tool_cpu: self_cpu_seconds(),
+            at: std::time::Instant::now(),
         })
     }
 }

@@ -22,6 +22,8 @@ pub struct Row {
     /// Delivered (or consumed) messages per second.
     pub msg_per_s: f64,
     pub broker_cpu_s: Option<f64>,
+    /// Broker CPU / wall time between the samples (100 = one core).
+    pub broker_cpu_pct: Option<f64>,
     pub msg_per_broker_cpu_s: Option<f64>,
     pub broker_rss_kib: Option<u64>,
     pub broker_hwm_kib: Option<u64>,
@@ -35,7 +37,8 @@ pub struct Row {
     pub rss_before_kib: Option<u64>,
     pub kib_per_conn: Option<f64>,
     pub tool_cpu_s: f64,
-    /// Tool CPU / elapsed: near 100 x --threads, the tool was the bottleneck.
+    /// Tool CPU / wall time between the samples: near 100 x --threads, the tool was
+    /// the bottleneck.
     pub tool_cpu_pct: f64,
     pub note: Option<String>,
 }
@@ -68,7 +71,7 @@ pub fn print(rows: &[Row], json: bool, threads: usize) {
         "loss",
         "secs",
         "msg/s",
-        "brk-cpu-s",
+        "brk-cpu-s(%)",
         "msg/brk-cpu-s",
         "brk-rss-MiB",
         "p50/p99/p99.9/max us",
@@ -104,7 +107,10 @@ pub fn print(rows: &[Row], json: bool, threads: usize) {
                 } else {
                     si(r.msg_per_s)
                 },
-                opt(r.broker_cpu_s, |c| format!("{c:.2}")),
+                match (r.broker_cpu_s, r.broker_cpu_pct) {
+                    (Some(c), Some(p)) => format!("{c:.2} ({p:.0}%)"),
+                    _ => "-".into(),
+                },
                 opt(r.msg_per_broker_cpu_s, si),
                 opt(r.broker_rss_kib, |k| format!("{:.1}", k as f64 / 1024.0)),
                 match (r.p50_us, r.p99_us, r.p999_us, r.max_us) {

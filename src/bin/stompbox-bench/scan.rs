@@ -176,7 +176,7 @@ pub fn describe_error(buf: &[u8], f: &FrameInfo) -> String {
         .to_string();
     let body = String::from_utf8_lossy(&buf[f.body.clone()]);
     let body = body.trim();
-    if body.is_empty() {
+    if body.is_empty() || body == message {
         format!("broker sent ERROR: {message}")
     } else {
         format!("broker sent ERROR: {message} ({body})")

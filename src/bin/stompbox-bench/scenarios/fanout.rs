@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::{
-    Ctx, Outcome, PubPlan, PubStats, RxStats, SendFrame, check_progress, elapsed, finish_row,
-    goodbye, open_many, publish, rand_tag, unstamp, wait_for,
+    Ctx, Outcome, PubPlan, PubStats, RxStats, SendFrame, Stamp, check_progress, elapsed,
+    finish_row, goodbye, open_many, publish, rand_tag, unstamp, wait_for,
 };
 use crate::cli::FanoutArgs;
 use crate::client::{Reader, Writer};
@@ -18,6 +18,12 @@ use crate::report::Row;
 use crate::scan::Cmd;
 
 pub async fn run(ctx: Arc<Ctx>, a: FanoutArgs) -> anyhow::Result<Row> {
+    if ctx.g.raw && a.size < super::STAMP_LEN {
+        anyhow::bail!(
+            "--raw fanout needs --size of at least {} (a sequence number)",
+            super::STAMP_LEN
+        );
+    }
     let count = ctx.messages(100_000);
     let n = a.subscribers.max(1);
     let dest = format!("/topic/bench-{}", rand_tag());
@@ -38,10 +44,18 @@ pub async fn run(ctx: Arc<Ctx>, a: FanoutArgs) -> anyhow::Result<Row> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let frame = Arc::new(SendFrame::new(&dest, a.size, &[]));
-    let rx = Arc::new(RxStats::default());
+    let rx = Arc::new(RxStats::with_slots(if ctx.g.raw { n } else { 0 }));
     let receivers: Vec<_> = subs
         .into_iter()
-        .map(|c| tokio::spawn(receive(ctx.clone(), c, count, rx.clone(), None)))
+        .enumerate()
+        .map(|(i, c)| {
+            let track = if ctx.g.raw {
+                Track::Seq(i)
+            } else {
+                Track::Count
+            };
+            tokio::spawn(receive(ctx.clone(), c, count, rx.clone(), track))
+        })
         .collect();
 
     let before = Sample::take(ctx.g.pid)?;
@@ -55,8 +69,9 @@ pub async fn run(ctx: Arc<Ctx>, a: FanoutArgs) -> anyhow::Result<Row> {
         PubPlan {
             count,
             rate: None,
-            stamp: false,
+            stamp: if ctx.g.raw { Stamp::Seq } else { Stamp::None },
             deadline,
+            raw_flow: ctx.g.raw.then(|| rx.clone()),
         },
         stats.clone(),
     ));
@@ -67,7 +82,7 @@ pub async fn run(ctx: Arc<Ctx>, a: FanoutArgs) -> anyhow::Result<Row> {
         expected,
         deadline,
         std::slice::from_ref(&stats),
-        Duration::from_secs(2),
+        Duration::from_secs(1),
     )
     .await;
     let after = Sample::take(ctx.g.pid)?;
@@ -88,6 +103,15 @@ pub async fn run(ctx: Arc<Ctx>, a: FanoutArgs) -> anyhow::Result<Row> {
     Ok(row)
 }
 
+/// What a receiver records besides the count.
+pub enum Track {
+    Count,
+    /// Receive − send time of each message.
+    Latency(Histogram<u64>),
+    /// The highest sequence number, in this slot (raw-mode flow control).
+    Seq(usize),
+}
+
 /// A receiving connection: counts MESSAGE frames (and SEND frames, in raw mode) until
 /// `expected` arrived or the run stops; with a histogram, records the latency of each.
 pub async fn receive(
@@ -95,8 +119,13 @@ pub async fn receive(
     (mut r, w): (Reader, Writer),
     expected: u64,
     rx: Arc<RxStats>,
-    mut hist: Option<Histogram<u64>>,
+    track: Track,
 ) -> Option<Histogram<u64>> {
+    let (mut hist, seq) = match track {
+        Track::Count => (None, None),
+        Track::Latency(h) => (Some(h), None),
+        Track::Seq(slot) => (None, Some(slot)),
+    };
     let mut got = 0u64;
     let mut bad_stamps = 0u64;
     while got < expected {
@@ -110,9 +139,16 @@ pub async fn receive(
         }
         let now = ctx.now_ns();
         let mut n = 0u64;
+        let mut max_seq = 0u64;
         let res = r.drain(false, |f, buf| {
             if matches!(f.cmd, Cmd::Message | Cmd::Send) {
                 n += 1;
+                if seq.is_some() {
+                    match unstamp(&buf[f.body.clone()]) {
+                        Some(s) => max_seq = max_seq.max(s + 1),
+                        None => bad_stamps += 1,
+                    }
+                }
                 if let Some(h) = hist.as_mut() {
                     match unstamp(&buf[f.body.clone()]) {
                         Some(sent) => h.saturating_record(now.saturating_sub(sent).max(1)),
@@ -130,6 +166,11 @@ pub async fn receive(
             got += n;
             rx.received.fetch_add(n, Ordering::AcqRel);
             rx.last_rx_ns.fetch_max(now, Ordering::AcqRel);
+            if let Some(slot) = seq {
+                if rx.seqs[slot].fetch_max(max_seq, Ordering::AcqRel) < max_seq {
+                    rx.progress.notify_one();
+                }
+            }
         }
     }
     if bad_stamps > 0 {

@@ -177,6 +177,13 @@ pub async fn run(ctx: Arc<Ctx>, a: IdleArgs) -> anyhow::Result<Row> {
         row.rss_before_kib = Some(b);
         row.kib_per_conn = Some((a2 as f64 - b as f64) / k as f64);
     }
+    if row.kib_per_conn.is_some_and(|k| k < 0.5) {
+        row.note = Some(
+            "broker RSS hardly grew: its allocator probably reused memory freed by earlier \
+             runs; measure idle on a freshly started broker"
+                .into(),
+        );
+    }
     let d = dropped.load(Ordering::Relaxed);
     if d > 0 {
         row.note = Some(format!("{d} connections closed by the broker while idle"));

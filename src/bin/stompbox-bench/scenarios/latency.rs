@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use hdrhistogram::Histogram;
 
-use super::fanout::{loss_note, receive};
+use super::fanout::{Track, loss_note, receive};
 use super::{
-    Ctx, PubPlan, PubStats, RxStats, STAMP_LEN, SendFrame, check_progress, elapsed, finish_row,
-    open_many, publish, rand_tag, wait_for,
+    Ctx, PubPlan, PubStats, RxStats, STAMP_LEN, SendFrame, Stamp, check_progress, elapsed,
+    finish_row, open_many, publish, rand_tag, wait_for,
 };
 use crate::cli::LatencyArgs;
 use crate::proc::Sample;
@@ -55,7 +55,13 @@ pub async fn run(ctx: Arc<Ctx>, a: LatencyArgs) -> anyhow::Result<Row> {
     let rx = Arc::new(RxStats::default());
     // 1 ns .. 60 s, 3 significant digits.
     let hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-    let receiver = tokio::spawn(receive(ctx.clone(), sub, count, rx.clone(), Some(hist)));
+    let receiver = tokio::spawn(receive(
+        ctx.clone(),
+        sub,
+        count,
+        rx.clone(),
+        Track::Latency(hist),
+    ));
 
     let before = Sample::take(ctx.g.pid)?;
     let t0 = ctx.now_ns();
@@ -68,8 +74,9 @@ pub async fn run(ctx: Arc<Ctx>, a: LatencyArgs) -> anyhow::Result<Row> {
         PubPlan {
             count,
             rate: Some(a.rate as f64),
-            stamp: true,
+            stamp: Stamp::Time,
             deadline,
+            raw_flow: None,
         },
         stats.clone(),
     ));
@@ -79,7 +86,7 @@ pub async fn run(ctx: Arc<Ctx>, a: LatencyArgs) -> anyhow::Result<Row> {
         count,
         deadline,
         std::slice::from_ref(&stats),
-        Duration::from_secs(2),
+        Duration::from_secs(1),
     )
     .await;
     let after = Sample::take(ctx.g.pid)?;
@@ -112,6 +119,17 @@ pub async fn run(ctx: Arc<Ctx>, a: LatencyArgs) -> anyhow::Result<Row> {
             "publisher sent only {sent} of {count} (window or time cap){}",
             row.note.map(|n| format!("; {n}")).unwrap_or_default()
         ));
+    }
+    if a.rate > 2000 {
+        // tokio timers tick per millisecond: each tick writes the messages due together.
+        let burst = format!(
+            "paced in 1 ms ticks: ~{} messages written together per tick, latencies include that burst",
+            a.rate / 1000
+        );
+        row.note = Some(match row.note {
+            Some(n) => format!("{n}; {burst}"),
+            None => burst,
+        });
     }
     Ok(row)
 }

@@ -10,8 +10,8 @@ use anyhow::bail;
 use bytes::BufMut;
 
 use super::{
-    Ctx, PubPlan, PubStats, RxStats, SendFrame, check_progress, elapsed, finish_row, goodbye,
-    open_many, publish, rand_tag, wait_for,
+    Ctx, PubPlan, PubStats, RxStats, SendFrame, Stamp, check_progress, elapsed, finish_row,
+    goodbye, open_many, publish, rand_tag, wait_for,
 };
 use crate::cli::{AckMode, QueueArgs};
 use crate::client::{Reader, Writer};
@@ -81,8 +81,9 @@ pub async fn run(ctx: Arc<Ctx>, a: QueueArgs) -> anyhow::Result<Row> {
             PubPlan {
                 count: share,
                 rate: None,
-                stamp: false,
+                stamp: Stamp::None,
                 deadline,
+                raw_flow: None,
             },
             stats,
         ));

@@ -1,28 +1,24 @@
 //! Client connections: TCP or WebSocket, split into a [`Reader`] (a read buffer the
 //! zero-allocation scanner works on) and a [`Writer`] (frames staged and written many
-//! per syscall). The STOMP handshake, SUBSCRIBE and receipts during setup use
+//! per syscall), both in [`io`]. The STOMP handshake, SUBSCRIBE and receipts during setup use
 //! `stompbox::frame::Parser`; the measured phase uses [`crate::scan`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
-use stompbox::frame::{Command, Frame, Inbound, Limits, Parser, Version, encode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
+use futures_util::StreamExt;
+use stompbox::frame::{Command, Frame, Version};
+use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::scan::{self, Cmd, Item};
+mod io;
+mod ws;
 
-type Ws = WebSocketStream<TcpStream>;
+use io::{ReadSrc, WriteSink};
+pub use io::{Reader, Writer};
 
 /// Where the broker is.
 #[derive(Clone, Debug)]
@@ -86,6 +82,8 @@ pub struct ConnectOpts {
     pub small: bool,
     /// Bind this local address before connecting (idle, many connections).
     pub source_ip: Option<Ipv4Addr>,
+    /// Use tokio-tungstenite instead of the lean codec for WebSocket.
+    pub tungstenite: bool,
 }
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -115,12 +113,34 @@ async fn open_inner(ep: &Endpoint, opts: &ConnectOpts) -> anyhow::Result<(Reader
         .with_context(|| format!("connecting to {}", ep.addr))?;
     stream.set_nodelay(true)?;
     let read_cap = if opts.small { 512 } else { 64 * 1024 };
+    let write_cap = if opts.small { 64 } else { 64 * 1024 };
     let (mut reader, mut writer) = match &ep.ws_url {
         None => {
             let (r, w) = stream.into_split();
             (
                 Reader::new(ReadSrc::Tcp(r), read_cap),
-                Writer::new(WriteSink::Tcp(w), if opts.small { 64 } else { 64 * 1024 }),
+                Writer::new(WriteSink::Tcp(w), write_cap),
+            )
+        }
+        Some(url) if !opts.tungstenite => {
+            let mut stream = stream;
+            let subprotocol = (!opts.raw).then_some("v12.stomp");
+            let leftover = ws::handshake(&mut stream, url, subprotocol)
+                .await
+                .with_context(|| format!("WebSocket handshake with {url}"))?;
+            let owed = ws::Owed::default();
+            let seed =
+                (stream.local_addr()?.port() as u64) << 32 ^ leftover.len() as u64 ^ 0x1234_5678;
+            let (r, w) = stream.into_split();
+            (
+                Reader::new(
+                    ReadSrc::WsLean(r, ws::Decoder::new(leftover, owed.clone(), read_cap)),
+                    read_cap,
+                ),
+                Writer::new(
+                    WriteSink::WsLean(w, ws::Encoder::new(seed), owed),
+                    write_cap,
+                ),
             )
         }
         Some(url) => {
@@ -145,7 +165,7 @@ async fn open_inner(ep: &Endpoint, opts: &ConnectOpts) -> anyhow::Result<(Reader
             let (sink, stream) = ws.split();
             (
                 Reader::new(ReadSrc::Ws(stream), read_cap),
-                Writer::new(WriteSink::Ws(sink), if opts.small { 64 } else { 64 * 1024 }),
+                Writer::new(WriteSink::Ws(sink), write_cap),
             )
         }
     };
@@ -191,7 +211,7 @@ async fn stomp_connect(r: &mut Reader, w: &mut Writer, opts: &ConnectOpts) -> an
     let reply = r.next_frame().await?;
     match reply.command {
         Command::Connected => {
-            r.parser.set_version(Version::V1_2);
+            r.set_version(Version::V1_2);
             Ok(())
         }
         _ => Err(frame_error("CONNECT", &reply)),
@@ -199,17 +219,20 @@ async fn stomp_connect(r: &mut Reader, w: &mut Writer, opts: &ConnectOpts) -> an
 }
 
 fn frame_error(what: &str, f: &Frame) -> anyhow::Error {
+    if f.command != Command::Error {
+        return anyhow!(
+            "{what}: unexpected {} frame from the peer (is this a STOMP broker? use --raw for the relay)",
+            f.command.as_str()
+        );
+    }
     let msg = f.headers.get("message").unwrap_or("(no message header)");
     let body = String::from_utf8_lossy(&f.body);
-    anyhow!(
-        "{what}: broker answered {} {msg}{}",
-        f.command.as_str(),
-        if body.trim().is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", body.trim())
-        }
-    )
+    let body = body.trim();
+    if body.is_empty() || body == msg {
+        anyhow!("{what}: broker sent ERROR: {msg}")
+    } else {
+        anyhow!("{what}: broker sent ERROR: {msg} ({body})")
+    }
 }
 
 /// SUBSCRIBE with a receipt, and wait for the RECEIPT.
@@ -244,213 +267,4 @@ pub async fn subscribe(
     })
     .await
     .map_err(|_| anyhow!("no RECEIPT for SUBSCRIBE to {destination}"))?
-}
-
-enum ReadSrc {
-    Tcp(OwnedReadHalf),
-    Ws(SplitStream<Ws>),
-}
-
-/// The read half and its buffer.
-pub struct Reader {
-    src: ReadSrc,
-    pub buf: BytesMut,
-    chunk: usize,
-    parser: Parser,
-}
-
-impl Reader {
-    fn new(src: ReadSrc, chunk: usize) -> Reader {
-        Reader {
-            src,
-            buf: BytesMut::with_capacity(chunk),
-            chunk,
-            parser: Parser::new(Limits::default()),
-        }
-    }
-
-    /// Appends whatever arrives next to `buf`. `Ok(false)`: the peer closed.
-    pub async fn fill(&mut self) -> anyhow::Result<bool> {
-        match &mut self.src {
-            ReadSrc::Tcp(r) => {
-                if self.buf.capacity() - self.buf.len() < self.chunk / 4 {
-                    self.buf.reserve(self.chunk);
-                }
-                Ok(r.read_buf(&mut self.buf).await? > 0)
-            }
-            ReadSrc::Ws(s) => loop {
-                match s.next().await {
-                    Some(Ok(Message::Binary(b))) => {
-                        self.buf.extend_from_slice(&b);
-                        return Ok(true);
-                    }
-                    Some(Ok(Message::Text(t))) => {
-                        self.buf.extend_from_slice(t.as_bytes());
-                        return Ok(true);
-                    }
-                    Some(Ok(Message::Close(_))) | None => return Ok(false),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e.into()),
-                }
-            },
-        }
-    }
-
-    /// Scans every complete frame in the buffer, calling `on_frame(frame, buf)` for each,
-    /// and consumes them. Stops early (leaving the rest buffered) when `on_frame` returns
-    /// false. An ERROR frame is returned as an error.
-    #[inline]
-    pub fn drain(
-        &mut self,
-        want_ack: bool,
-        mut on_frame: impl FnMut(&scan::FrameInfo, &[u8]) -> bool,
-    ) -> anyhow::Result<()> {
-        let mut off = 0;
-        let result = loop {
-            let buf = &self.buf[off..];
-            match scan::scan(buf, want_ack) {
-                Ok(Item::Incomplete) => break Ok(()),
-                Ok(Item::Heartbeats(n)) => off += n,
-                Ok(Item::Frame(f)) => {
-                    if f.cmd == Cmd::Error {
-                        break Err(anyhow!(scan::describe_error(buf, &f)));
-                    }
-                    off += f.len;
-                    if !on_frame(&f, buf) {
-                        break Ok(());
-                    }
-                }
-                Err(e) => break Err(anyhow!("unparseable data from broker: {e}")),
-            }
-        };
-        bytes::Buf::advance(&mut self.buf, off);
-        result
-    }
-
-    /// Setup path: the next frame, decoded by the broker's own parser.
-    pub async fn next_frame(&mut self) -> anyhow::Result<Frame> {
-        loop {
-            match self.parser.parse(&mut self.buf) {
-                Ok(Some(Inbound::Frame(f))) => return Ok(f),
-                Ok(Some(Inbound::Heartbeat)) => continue,
-                Ok(None) => {}
-                Err(e) => bail!("malformed frame from broker: {e}"),
-            }
-            if !self.fill().await? {
-                bail!("broker closed the connection");
-            }
-        }
-    }
-}
-
-enum WriteSink {
-    Tcp(OwnedWriteHalf),
-    Ws(SplitSink<Ws, Message>),
-}
-
-/// The write half. Frames are staged and written by [`Writer::flush`]: over TCP one
-/// `write_all` of the concatenated frames; over WebSocket one binary message per frame,
-/// all fed, then one flush.
-pub struct Writer {
-    sink: WriteSink,
-    stage: BytesMut,
-    pending: Vec<Message>,
-    initial: usize,
-}
-
-impl Writer {
-    fn new(sink: WriteSink, cap: usize) -> Writer {
-        Writer {
-            sink,
-            stage: BytesMut::with_capacity(cap),
-            pending: Vec::new(),
-            initial: cap,
-        }
-    }
-
-    fn is_ws(&self) -> bool {
-        matches!(self.sink, WriteSink::Ws(_))
-    }
-
-    /// WebSocket: the staged bytes become one message.
-    #[inline]
-    fn end_frame(&mut self) {
-        if self.is_ws() {
-            let b = self.stage.split().freeze();
-            self.pending.push(Message::Binary(b));
-            if self.stage.capacity() < 256 {
-                self.stage.reserve(self.initial);
-            }
-        }
-    }
-
-    /// Stages a pre-encoded frame (shared, not copied, over WebSocket).
-    #[inline]
-    pub fn push_shared(&mut self, frame: &Bytes) {
-        if self.is_ws() {
-            self.pending.push(Message::Binary(frame.clone()));
-        } else {
-            self.stage.extend_from_slice(frame);
-        }
-    }
-
-    /// Stages one frame given as consecutive parts.
-    #[inline]
-    pub fn push_parts(&mut self, parts: &[&[u8]]) {
-        for p in parts {
-            self.stage.extend_from_slice(p);
-        }
-        self.end_frame();
-    }
-
-    /// Stages a copy of `template` with `patch` written at offset `at`.
-    #[inline]
-    pub fn push_patched(&mut self, template: &[u8], at: usize, patch: &[u8]) {
-        let start = self.stage.len();
-        self.stage.extend_from_slice(template);
-        self.stage[start + at..start + at + patch.len()].copy_from_slice(patch);
-        self.end_frame();
-    }
-
-    /// Stages one frame written by `f` into the staging buffer (no allocation over TCP).
-    #[inline]
-    pub fn frame(&mut self, f: impl FnOnce(&mut BytesMut)) {
-        f(&mut self.stage);
-        self.end_frame();
-    }
-
-    /// Stages a frame encoded by the broker's encoder (setup path).
-    pub fn push_frame(&mut self, f: &Frame) {
-        encode(f, Version::V1_2, &mut self.stage);
-        self.end_frame();
-    }
-
-    /// Stages a heart-beat EOL.
-    pub fn push_heartbeat(&mut self) {
-        self.stage.put_u8(b'\n');
-        self.end_frame();
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.stage.is_empty() && self.pending.is_empty()
-    }
-
-    /// Writes everything staged.
-    pub async fn flush(&mut self) -> anyhow::Result<()> {
-        match &mut self.sink {
-            WriteSink::Tcp(w) => {
-                if !self.stage.is_empty() {
-                    w.write_all(&self.stage).await?;
-                    self.stage.clear();
-                }
-            }
-            WriteSink::Ws(s) => {
-                for m in self.pending.drain(..) {
-                    s.feed(m).await?;
-                }
-                s.flush().await?;
-            }
-        }
-        Ok(())
-    }
 }
