@@ -86,8 +86,8 @@ pub struct Broker;
 impl Broker {
     /// Binds both listeners (port 0 picks a free port) and starts serving.
     pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
-        let tcp = listener::bind(config.listeners.tcp).await?;
-        let ws = listener::bind(config.listeners.ws).await?;
+        let tcp = listener::bind(config.listeners.tcp)?;
+        let ws = listener::bind(config.listeners.ws)?;
         let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
             addr: config.listeners.tcp,
             source,

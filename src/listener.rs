@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, field::Empty};
@@ -87,9 +87,15 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// Pending connections the kernel queues per listener. std's default (128) makes a
+/// burst of clients pay a one-second SYN retransmit once it overflows.
+const BACKLOG: u32 = 1024;
+
 /// Binds a listener, naming the address in the error.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| crate::StartError::Bind { addr, source })
+pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, crate::StartError> {
+    let err = |source| crate::StartError::Bind { addr, source };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(BACKLOG).map_err(err)
 }
