@@ -94,7 +94,12 @@ const BACKLOG: u32 = 1024;
 /// Binds a listener, naming the address in the error.
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, crate::StartError> {
     let err = |source| crate::StartError::Bind { addr, source };
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
     socket.listen(BACKLOG).map_err(err)

@@ -1,7 +1,7 @@
 //! STOMP over plain TCP: the socket's bytes are the frame stream.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -24,12 +24,19 @@ pub struct TcpSource(OwnedReadHalf);
 
 impl TcpSource {
     pub(super) async fn read(&mut self, buf: &mut BytesMut) -> ReadEvent {
-        // The session drops an empty buffer between reads, so idle connections hold
-        // none; an active one reads up to 16 KiB per call.
-        buf.reserve(16 * 1024);
-        match self.0.read_buf(buf).await {
-            Ok(0) | Err(_) => ReadEvent::Closed,
-            Ok(_) => ReadEvent::Data,
+        loop {
+            // Wait for readiness before growing the buffer: the session drops an empty
+            // buffer between reads, so an idle connection holds none at all.
+            if self.0.readable().await.is_err() {
+                return ReadEvent::Closed;
+            }
+            buf.reserve(16 * 1024);
+            match self.0.try_read_buf(buf) {
+                Ok(0) => return ReadEvent::Closed,
+                Ok(_) => return ReadEvent::Data,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return ReadEvent::Closed,
+            }
         }
     }
 }
