@@ -50,7 +50,11 @@ async fn rest(addr: SocketAddr, n: usize, body: &[u8]) -> anyhow::Result<Duratio
                 break;
             }
         }
-        ensure!(buf.starts_with(b"HTTP/1.1 204"), "unexpected response: {}", String::from_utf8_lossy(&buf[..have]));
+        ensure!(
+            buf.starts_with(b"HTTP/1.1 204"),
+            "unexpected response: {}",
+            String::from_utf8_lossy(&buf[..have])
+        );
     }
     Ok(start.elapsed())
 }
@@ -58,9 +62,15 @@ async fn rest(addr: SocketAddr, n: usize, body: &[u8]) -> anyhow::Result<Duratio
 /// N SEND frames on one WebSocket, pipelined, with a receipt on the last one.
 async fn websocket(addr: SocketAddr, n: usize, body: &[u8]) -> anyhow::Result<Duration> {
     let mut req = format!("ws://{addr}/ws").into_client_request()?;
-    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("v12.stomp"));
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("v12.stomp"),
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
-    ws.send(Message::binary(&b"CONNECT\naccept-version:1.2\nhost:/\n\n\0"[..])).await?;
+    ws.send(Message::binary(
+        &b"CONNECT\naccept-version:1.2\nhost:/\n\n\0"[..],
+    ))
+    .await?;
     match ws.next().await {
         Some(Ok(m)) if m.clone().into_data().starts_with(b"CONNECTED") => {}
         other => bail!("no CONNECTED: {other:?}"),
@@ -79,7 +89,11 @@ async fn websocket(addr: SocketAddr, n: usize, body: &[u8]) -> anyhow::Result<Du
     let (plain, last) = (frame(false), frame(true));
     let start = Instant::now();
     for i in 0..n {
-        let f = if i + 1 == n { last.clone() } else { plain.clone() };
+        let f = if i + 1 == n {
+            last.clone()
+        } else {
+            plain.clone()
+        };
         ws.feed(Message::Binary(f)).await?;
     }
     ws.flush().await?;
@@ -90,7 +104,11 @@ async fn websocket(addr: SocketAddr, n: usize, body: &[u8]) -> anyhow::Result<Du
                 if data.starts_with(b"RECEIPT") {
                     break;
                 }
-                ensure!(!data.starts_with(b"ERROR"), "{}", String::from_utf8_lossy(&data));
+                ensure!(
+                    !data.starts_with(b"ERROR"),
+                    "{}",
+                    String::from_utf8_lossy(&data)
+                );
             }
             Some(Ok(_)) => {}
             other => bail!("connection ended before the receipt: {other:?}"),

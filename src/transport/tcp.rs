@@ -34,7 +34,12 @@ impl TcpSource {
             match self.0.try_read_buf(buf) {
                 Ok(0) => return ReadEvent::Closed,
                 Ok(_) => return ReadEvent::Data,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Readiness was stale; don't hold the buffer while waiting again.
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                }
                 Err(_) => return ReadEvent::Closed,
             }
         }
