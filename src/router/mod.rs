@@ -25,6 +25,8 @@ pub use subscription::{AckMode, AutoAck, Subscription, Unacked, Undelivered};
 pub use topic::Topic;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -48,6 +50,9 @@ pub enum RouteError {
     #[error("temp queue {0} belongs to another connection")]
     NotOwner(String),
 }
+
+/// A SEND waiting for room in a full queue (at most `queues.send_timeout_ms`).
+pub type QueueWait = Pin<Box<dyn Future<Output = Result<(), RouteError>> + Send>>;
 
 /// What a subscription is attached to, kept by the session for UNSUBSCRIBE and acks.
 #[derive(Clone, Debug)]
@@ -227,8 +232,18 @@ impl Router {
     /// Routes a message. Waits (up to `queues.send_timeout_ms`) only when the target
     /// queue is full; topics never wait.
     pub async fn send(&self, message: Message) -> Result<(), RouteError> {
+        match self.route(message)? {
+            None => Ok(()),
+            Some(wait) => wait.await,
+        }
+    }
+
+    /// Routes a message without waiting when it can: topics always, queues with room.
+    /// For a full queue it returns the wait, boxed, so that the common path keeps no
+    /// large future in every session's state.
+    pub fn route(&self, message: Message) -> Result<Option<QueueWait>, RouteError> {
         let inner = &self.inner;
-        match classify(&message.destination)? {
+        let queue = match classify(&message.destination)? {
             Kind::Topic => {
                 let message = Arc::new(message);
                 let name = &message.destination[TOPIC.len()..];
@@ -253,12 +268,10 @@ impl Router {
                     })
                     .count();
                 Metrics::add(&inner.metrics.messages_out, delivered);
+                Metrics::inc(&inner.metrics.messages_in);
+                return Ok(None);
             }
-            Kind::Queue => {
-                let queue = inner.queue(&message.destination, None);
-                let permit = queue.reserve(inner.config.send_timeout).await?;
-                queue.push(Arc::new(message), permit);
-            }
+            Kind::Queue => inner.queue(&message.destination, None),
             Kind::TempQueue => {
                 let queue = inner
                     .queues
@@ -266,21 +279,28 @@ impl Router {
                     .expect("router lock poisoned")
                     .get(&message.destination)
                     .cloned();
-                match queue {
-                    Some(queue) => {
-                        let permit = queue.reserve(inner.config.send_timeout).await?;
-                        queue.push(Arc::new(message), permit);
-                    }
-                    None => {
-                        // Its owner is gone (or never existed): nobody could ever read it.
-                        Metrics::inc(&inner.metrics.discarded);
-                        tracing::debug!(destination = %message.destination, "no such temp queue; message discarded");
-                    }
-                }
+                let Some(queue) = queue else {
+                    // Its owner is gone (or never existed): nobody could ever read it.
+                    Metrics::inc(&inner.metrics.discarded);
+                    tracing::debug!(destination = %message.destination, "no such temp queue; message discarded");
+                    return Ok(None);
+                };
+                queue
             }
+        };
+        if let Some(permit) = queue.try_reserve() {
+            queue.push(Arc::new(message), permit);
+            Metrics::inc(&inner.metrics.messages_in);
+            return Ok(None);
         }
-        Metrics::inc(&inner.metrics.messages_in);
-        Ok(())
+        let timeout = inner.config.send_timeout;
+        let metrics = inner.metrics.clone();
+        Ok(Some(Box::pin(async move {
+            let permit = queue.reserve(timeout).await?;
+            queue.push(Arc::new(message), permit);
+            Metrics::inc(&metrics.messages_in);
+            Ok(())
+        })))
     }
 
     /// Creates a temp queue owned by `owner` (so replies sent before the owner

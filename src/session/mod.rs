@@ -123,10 +123,12 @@ impl Session {
     }
 
     /// Encodes and queues one of our own frames, waiting for outbox room if needed.
-    pub async fn reply(&self, frame: Frame) {
+    /// Encoding happens before the returned future, so only the small push future
+    /// lives in the session's state while it waits.
+    pub fn reply(&self, frame: Frame) -> impl Future<Output = bool> + '_ {
         let mut buf = BytesMut::new();
         encode(&frame, self.version(), &mut buf);
-        self.outbox.push(Outgoing::Frame(buf.freeze())).await;
+        self.outbox.push(Outgoing::Frame(buf.freeze()))
     }
 
     /// Handles one frame from the client.
@@ -152,7 +154,10 @@ impl Session {
             Command::Unsubscribe => self.unsubscribe(&frame).map(|_| Flow::Continue)?,
             Command::Ack | Command::Nack => self.ack(frame).map(|_| Flow::Continue)?,
             Command::Begin => self.begin(&frame).map(|_| Flow::Continue)?,
-            Command::Commit => self.commit(&frame).await.map(|_| Flow::Continue)?,
+            // Boxed: a COMMIT replays many frames and its future is large; it is rare.
+            Command::Commit => Box::pin(self.commit(&frame))
+                .await
+                .map(|_| Flow::Continue)?,
             Command::Abort => self.abort(&frame).map(|_| Flow::Continue)?,
             Command::Disconnect => Flow::Disconnect,
             Command::Connected | Command::Message | Command::Receipt | Command::Error => {
@@ -283,7 +288,9 @@ impl Session {
             }
         }
         let message = self.shared.router.message(destination, headers, frame.body);
-        self.shared.router.send(message).await?;
+        if let Some(wait) = self.shared.router.route(message)? {
+            wait.await?;
+        }
         Ok(())
     }
 
