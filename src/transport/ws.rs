@@ -71,7 +71,7 @@ pub async fn from_upgraded(upgraded: Upgraded, settings: &WsSettings) -> (Source
     let config = WebSocketConfig::default()
         // tungstenite allocates this eagerly per connection; large messages still get
         // room for their whole frame, so a small buffer costs only extra reads.
-        .read_buffer_size(1 * 1024)
+        .read_buffer_size(1024)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
     let ws =
