@@ -25,8 +25,7 @@ struct Args {
     print_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.print_config {
         print!("{}", stompbox::config::DEFAULT_TOML);
@@ -49,11 +48,22 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = args.ws {
         config.listeners.ws = addr;
     }
-    let broker = Broker::start(config).await?;
-    shutdown_signal().await?;
-    tracing::info!("shutting down");
-    broker.shutdown().await;
-    Ok(())
+    let threads = match config.runtime.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async {
+            let broker = Broker::start(config).await?;
+            shutdown_signal().await?;
+            tracing::info!("shutting down");
+            broker.shutdown().await;
+            Ok(())
+        })
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

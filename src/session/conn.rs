@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -294,7 +294,7 @@ async fn write_loop(
         let write = async {
             for item in batch.iter_mut() {
                 match item {
-                    Outgoing::Frame(bytes) => sink.frame(bytes, b"").await?,
+                    Outgoing::Frame(bytes) => sink.frame(bytes, &Bytes::new()).await?,
                     Outgoing::Message { head, tail, auto } => {
                         sink.frame(head, tail).await?;
                         written.extend(auto.take());

@@ -6,7 +6,7 @@
 pub mod tcp;
 pub mod ws;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::outbox::CloseReason;
@@ -81,7 +81,7 @@ pub enum Sink {
 
 impl Sink {
     /// Queues one frame made of `head` then `tail`; may write if buffers fill.
-    pub async fn frame(&mut self, head: &[u8], tail: &[u8]) -> Result<(), Error> {
+    pub async fn frame(&mut self, head: &Bytes, tail: &Bytes) -> Result<(), Error> {
         match self {
             Sink::Tcp(s) => {
                 s.frame(head, tail);

@@ -81,6 +81,7 @@ pub async fn from_upgraded(upgraded: Upgraded, settings: &WsSettings) -> (Source
         Source::Ws(WsSource(stream)),
         Sink::Ws(WsSink {
             sink,
+            scratch: BytesMut::new(),
             text: settings.message_type == WsMessageType::Text,
         }),
     )
@@ -134,16 +135,25 @@ fn violation(e: WsError) -> ReadEvent {
 /// WebSocket write half.
 pub struct WsSink {
     sink: SplitSink<Ws, Message>,
+    /// Where a MESSAGE's head and tail are joined into one payload.
+    scratch: BytesMut,
     /// Send text messages when the frame is valid UTF-8.
     text: bool,
 }
 
 impl WsSink {
-    pub(super) async fn frame(&mut self, head: &[u8], tail: &[u8]) -> Result<(), Error> {
-        let mut payload = BytesMut::with_capacity(head.len() + tail.len());
-        payload.extend_from_slice(head);
-        payload.extend_from_slice(tail);
-        let payload = payload.freeze();
+    pub(super) async fn frame(&mut self, head: &Bytes, tail: &Bytes) -> Result<(), Error> {
+        let payload = if tail.is_empty() {
+            head.clone()
+        } else {
+            // One WebSocket message needs one contiguous payload. tungstenite copies
+            // it into its write buffer at once, so the scratch storage is unique
+            // again by the next frame and `reserve` reuses it: no allocation per frame.
+            self.scratch.reserve(head.len() + tail.len());
+            self.scratch.extend_from_slice(head);
+            self.scratch.extend_from_slice(tail);
+            self.scratch.split().freeze()
+        };
         let message = if self.text {
             match Utf8Bytes::try_from(payload.clone()) {
                 Ok(text) => Message::Text(text),
