@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::frame::{Headers, MessageParts, Version};
 
@@ -21,6 +21,11 @@ pub struct Message {
     /// The encoded MESSAGE tail per protocol version, built on first use, so a publish
     /// is encoded once per version present among its subscribers.
     tails: [OnceLock<Bytes>; 3],
+    /// Per version, the whole frame (prefix + tail) for the first auto-ack subscription
+    /// prefix seen, so that a fan-out to subscribers sharing a subscription id hands
+    /// every one the same bytes: no per-delivery join, and over WebSocket no copy
+    /// before tungstenite's own.
+    whole: [OnceLock<(Bytes, Bytes)>; 3],
 }
 
 impl Message {
@@ -32,6 +37,24 @@ impl Message {
             headers,
             body,
             tails: Default::default(),
+            whole: Default::default(),
+        }
+    }
+
+    /// An auto-ack topic delivery as (head, tail): the cached whole frame with an empty
+    /// tail when `prefix` is the one cached, otherwise `prefix` and the shared tail.
+    pub fn frame_for(&self, prefix: &Bytes, version: Version) -> (Bytes, Bytes) {
+        let (cached_prefix, whole) = self.whole[version.index()].get_or_init(|| {
+            let tail = self.tail(version);
+            let mut frame = BytesMut::with_capacity(prefix.len() + tail.len());
+            frame.extend_from_slice(prefix);
+            frame.extend_from_slice(&tail);
+            (prefix.clone(), frame.freeze())
+        });
+        if cached_prefix == prefix {
+            (whole.clone(), Bytes::new())
+        } else {
+            (prefix.clone(), self.tail(version))
         }
     }
 

@@ -145,6 +145,22 @@ impl Subscription {
         permit: Option<OwnedSemaphorePermit>,
         queue: Option<&Arc<Queue>>,
     ) -> Result<(), Undelivered> {
+        if self.ack == AckMode::Auto && queue.is_none() && redeliveries == 0 {
+            // Topic fan-out: subscribers that share a subscription id (every stompjs
+            // client's first one is `sub-0`) get the very same frame bytes.
+            let (head, tail) = message.frame_for(&self.prefix, self.version);
+            return self
+                .outbox
+                .try_push(Outgoing::Message {
+                    head,
+                    tail,
+                    auto: None,
+                })
+                .map_err(|_| Undelivered {
+                    message,
+                    permit: None,
+                });
+        }
         let tail = message.tail(self.version);
         if self.ack == AckMode::Auto {
             let auto = queue.map(|q| AutoAck {

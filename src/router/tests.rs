@@ -273,3 +273,47 @@ fn destinations_need_a_known_prefix_and_a_name() {
         assert!(r.check_destination(good).is_ok(), "{good}");
     }
 }
+
+#[tokio::test]
+async fn topic_subscribers_sharing_an_id_get_the_same_frame_bytes() {
+    let r = router(SlowConsumerPolicy::Drop);
+    let mk = |key: u64, id: &str| {
+        let (tx, rx) = outbox(10, 1 << 20);
+        let s = Subscription::new(
+            "s".into(),
+            key,
+            id.into(),
+            AckMode::Auto,
+            10,
+            Version::V1_2,
+            tx,
+            CancellationToken::new(),
+        );
+        (Arc::new(s), rx)
+    };
+    let (a, mut ra) = mk(1, "sub-0");
+    let (b, mut rb) = mk(2, "sub-0");
+    let (c, mut rc) = mk(3, "other");
+    for s in [a, b, c] {
+        r.subscribe("/topic/same", s).unwrap();
+    }
+    send(&r, "/topic/same", "payload").await.unwrap();
+    let first = |rx: &mut OutboxRx| {
+        let mut batch = std::collections::VecDeque::new();
+        futures_util::FutureExt::now_or_never(rx.recv_batch(&mut batch)).unwrap();
+        match batch.pop_front() {
+            Some(Outgoing::Message { head, tail, .. }) => (head, tail),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (ha, ta) = first(&mut ra);
+    let (hb, tb) = first(&mut rb);
+    let (hc, tc) = first(&mut rc);
+    // Same subscription id: one shared allocation holding the whole frame.
+    assert!(ta.is_empty() && tb.is_empty());
+    assert_eq!(ha.as_ptr(), hb.as_ptr());
+    // A different id: its own head before the shared tail, same bytes on the wire.
+    assert!(!tc.is_empty());
+    assert!(ha.ends_with(&tc));
+    assert!(hc.ends_with(b"subscription:other\n"));
+}
