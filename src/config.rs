@@ -119,6 +119,9 @@ pub struct LimitsConfig {
     pub max_header_line_bytes: usize,
     /// Bytes per frame body.
     pub max_body_bytes: usize,
+    /// Queues in the broker (temp and dead-letter queues included): clients create
+    /// queues by naming them, so their number is bounded like everything else.
+    pub max_queues: usize,
     /// Active subscriptions per connection.
     pub max_subscriptions: usize,
     /// Open transactions per connection.
@@ -140,6 +143,7 @@ impl Default for LimitsConfig {
             max_headers: frame.max_headers,
             max_header_line_bytes: frame.max_header_line_bytes,
             max_body_bytes: frame.max_body_bytes,
+            max_queues: 100_000,
             max_subscriptions: 1_024,
             max_transactions: 16,
             max_tx_frames: 10_000,
@@ -342,7 +346,8 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 14] = [
+        let positive: [(&'static str, u64); 15] = [
+            ("limits.max_queues", self.limits.max_queues as u64),
             ("limits.max_connections", self.limits.max_connections as u64),
             (
                 "limits.handshake_timeout_ms",

@@ -97,10 +97,7 @@ impl Broker {
             source,
         })?;
         let metrics = Arc::new(Metrics::default());
-        let router = Router::new(
-            RouterConfig::new(&config.queues, config.topics.slow_consumer),
-            metrics.clone(),
-        );
+        let router = Router::new(RouterConfig::new(&config), metrics.clone());
         let limits = &config.limits;
         let ws_settings = Arc::new(WsSettings {
             path: config.listeners.ws_path.clone(),

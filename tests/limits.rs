@@ -649,3 +649,25 @@ async fn queues_max_redeliveries_and_dead_letter_prefix() {
     assert_eq!(&d[0].body[..], b"poison");
     assert_eq!(d[0].headers.get("original-destination"), Some("/queue/r"));
 }
+
+#[tokio::test]
+async fn limits_max_queues() {
+    let mut cfg = config();
+    // The bystander's own queue is the first.
+    cfg.limits.max_queues = 3;
+    let b = start_with(cfg).await;
+    let mut by = bystander(&b).await;
+    let mut c = connected(&b).await;
+    c.publish("/queue/one", "a").await;
+    c.publish("/queue/two", "b").await;
+    // Topics are not queues and stay unlimited here.
+    c.publish("/topic/anything", "c").await;
+    c.send("SEND\ndestination:/queue/three\nreceipt:over\n\nno")
+        .await;
+    let e = expect_fatal(&mut c, "too many queues").await;
+    assert_eq!(e.headers.get("receipt-id"), Some("over"));
+    // Existing queues still take messages.
+    let mut d = connected(&b).await;
+    d.publish("/queue/one", "still fine").await;
+    assert_still_works(&mut by).await;
+}

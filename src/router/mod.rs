@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{Queues, SlowConsumerPolicy};
+use crate::config::{Config, SlowConsumerPolicy};
 use crate::frame::Headers;
 use crate::metrics::Metrics;
 
@@ -46,6 +46,9 @@ pub enum RouteError {
     /// The queue stayed full for `queues.send_timeout_ms`.
     #[error("queue {0} is full")]
     QueueFull(String),
+    /// `limits.max_queues` queues exist already.
+    #[error("too many queues (limit {0})")]
+    TooManyQueues(usize),
     /// A SUBSCRIBE to another connection's temp queue.
     #[error("temp queue {0} belongs to another connection")]
     NotOwner(String),
@@ -78,17 +81,21 @@ pub struct RouterConfig {
     pub dead_letter_prefix: String,
     /// `topics.slow_consumer`.
     pub slow_consumer: SlowConsumerPolicy,
+    /// `limits.max_queues`.
+    pub max_queues: usize,
 }
 
 impl RouterConfig {
-    /// From the `[queues]` and `[topics]` tables.
-    pub fn new(queues: &Queues, slow_consumer: SlowConsumerPolicy) -> Self {
+    /// From the `[queues]`, `[topics]` and `[limits]` tables.
+    pub fn new(config: &Config) -> Self {
+        let queues = &config.queues;
         RouterConfig {
             max_depth: queues.max_depth,
             send_timeout: Duration::from_millis(queues.send_timeout_ms),
             max_redeliveries: queues.max_redeliveries,
             dead_letter_prefix: queues.dead_letter_prefix.clone(),
-            slow_consumer,
+            slow_consumer: config.topics.slow_consumer,
+            max_queues: config.limits.max_queues,
         }
     }
 }
@@ -149,12 +156,21 @@ impl RouterInner {
             .is_some_and(|n| n.starts_with(&self.config.dead_letter_prefix))
     }
 
-    fn queue(self: &Arc<Self>, name: &str, owner: Option<&Arc<str>>) -> Arc<Queue> {
+    /// The queue `name`, created on first use unless `limits.max_queues` exist already:
+    /// clients create queues just by naming them, so their number is bounded too.
+    fn queue(
+        self: &Arc<Self>,
+        name: &str,
+        owner: Option<&Arc<str>>,
+    ) -> Result<Arc<Queue>, RouteError> {
         if let Some(q) = self.queues.read().expect("router lock poisoned").get(name) {
-            return q.clone();
+            return Ok(q.clone());
         }
         let mut queues = self.queues.write().expect("router lock poisoned");
-        queues
+        if queues.len() >= self.config.max_queues && !queues.contains_key(name) {
+            return Err(RouteError::TooManyQueues(self.config.max_queues));
+        }
+        Ok(queues
             .entry(name.to_owned())
             .or_insert_with(|| {
                 Queue::new(
@@ -164,21 +180,23 @@ impl RouterInner {
                     Arc::downgrade(self),
                 )
             })
-            .clone()
+            .clone())
     }
 
     /// Moves a message that exhausted its redeliveries to `/queue/<prefix>NAME`, keeping
     /// where it came from in an `original-destination` header. A full dead-letter queue
-    /// discards it (counted): it must not block the NACK that caused it.
+    /// (or one that cannot be created under `limits.max_queues`) discards it, counted:
+    /// it must not block the NACK that caused it.
     fn dead_letter(self: &Arc<Self>, from: &str, message: &Message) {
         let name = from.strip_prefix("/queue/").unwrap_or(from);
-        let dlq = self.queue(
-            &format!("/queue/{}{}", self.config.dead_letter_prefix, name),
-            None,
-        );
-        let Some(permit) = dlq.try_reserve() else {
+        let dlq_name = format!("/queue/{}{}", self.config.dead_letter_prefix, name);
+        let reserved = self
+            .queue(&dlq_name, None)
+            .ok()
+            .and_then(|q| q.try_reserve().map(|p| (q, p)));
+        let Some((dlq, permit)) = reserved else {
             Metrics::inc(&self.metrics.discarded);
-            tracing::warn!(queue = %dlq.name, "dead-letter queue full; message discarded");
+            tracing::warn!(queue = %dlq_name, "dead-letter queue full or not creatable; message discarded");
             return;
         };
         let mut headers = message.headers.clone();
@@ -271,7 +289,7 @@ impl Router {
                 Metrics::inc(&inner.metrics.messages_in);
                 return Ok(None);
             }
-            Kind::Queue => inner.queue(&message.destination, None),
+            Kind::Queue => inner.queue(&message.destination, None)?,
             Kind::TempQueue => {
                 let queue = inner
                     .queues
@@ -305,8 +323,8 @@ impl Router {
 
     /// Creates a temp queue owned by `owner` (so replies sent before the owner
     /// subscribes are kept).
-    pub fn ensure_temp_queue(&self, destination: &str, owner: &Arc<str>) {
-        self.inner.queue(destination, Some(owner));
+    pub fn ensure_temp_queue(&self, destination: &str, owner: &Arc<str>) -> Result<(), RouteError> {
+        self.inner.queue(destination, Some(owner)).map(drop)
     }
 
     /// Attaches a subscription to `destination`.
@@ -318,7 +336,7 @@ impl Router {
         let inner = &self.inner;
         match classify(destination)? {
             Kind::Queue => {
-                let queue = inner.queue(destination, None);
+                let queue = inner.queue(destination, None)?;
                 queue.add_consumer(sub);
                 Ok(Target::Queue(queue))
             }
@@ -326,7 +344,7 @@ impl Router {
                 if temp_owner(destination) != Some(&*sub.session) {
                     return Err(RouteError::NotOwner(destination.to_owned()));
                 }
-                let queue = inner.queue(destination, Some(&sub.session));
+                let queue = inner.queue(destination, Some(&sub.session))?;
                 queue.add_consumer(sub);
                 Ok(Target::Queue(queue))
             }

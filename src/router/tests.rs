@@ -6,20 +6,23 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::config::Queues;
 use crate::frame::{Inbound, Limits, Parser, Version};
 use crate::outbox::{OutboxRx, Outgoing, outbox};
 
 fn router(policy: SlowConsumerPolicy) -> Router {
-    let queues = Queues {
-        max_depth: 10,
-        send_timeout_ms: 50,
-        max_redeliveries: 1,
-        ..Queues::default()
+    let mut config = Config {
+        queues: Queues {
+            max_depth: 10,
+            send_timeout_ms: 50,
+            max_redeliveries: 1,
+            ..Queues::default()
+        },
+        ..Config::default()
     };
-    Router::new(
-        RouterConfig::new(&queues, policy),
-        Arc::new(Metrics::default()),
-    )
+    config.topics.slow_consumer = policy;
+    config.limits.max_queues = 8;
+    Router::new(RouterConfig::new(&config), Arc::new(Metrics::default()))
 }
 
 fn sub(key: u64, ack: AckMode, prefetch: usize, frames: usize) -> (Arc<Subscription>, OutboxRx) {
@@ -316,4 +319,19 @@ async fn topic_subscribers_sharing_an_id_get_the_same_frame_bytes() {
     assert!(!tc.is_empty());
     assert!(ha.ends_with(&tc));
     assert!(hc.ends_with(b"subscription:other\n"));
+}
+
+#[tokio::test]
+async fn queues_are_bounded_in_number() {
+    let r = router(SlowConsumerPolicy::Drop);
+    for i in 0..8 {
+        send(&r, &format!("/queue/q{i}"), "m").await.unwrap();
+    }
+    assert_eq!(
+        send(&r, "/queue/one-too-many", "m").await,
+        Err(RouteError::TooManyQueues(8))
+    );
+    // Existing queues keep working; topics are not queues.
+    send(&r, "/queue/q0", "again").await.unwrap();
+    send(&r, "/topic/t", "fine").await.unwrap();
 }

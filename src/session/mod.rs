@@ -283,7 +283,7 @@ impl Session {
         if let Some(reply_to) = headers.get("reply-to").map(str::to_owned) {
             let routable = self.resolve(&reply_to);
             if routable != reply_to {
-                self.shared.router.ensure_temp_queue(&routable, &self.id);
+                self.shared.router.ensure_temp_queue(&routable, &self.id)?;
                 headers.set_first("reply-to", routable);
             }
         }
