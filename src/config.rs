@@ -80,6 +80,10 @@ pub struct Listeners {
     pub ws_path: String,
     /// WebSocket message type for outgoing frames.
     pub ws_message_type: WsMessageType,
+    /// Browser origins allowed to open a WebSocket (`Origin` header, e.g.
+    /// `https://app.example.com`); empty allows any. Requests without `Origin` come from
+    /// non-browser clients and are always allowed.
+    pub ws_allowed_origins: Vec<String>,
 }
 
 impl Default for Listeners {
@@ -89,6 +93,7 @@ impl Default for Listeners {
             ws: ([127, 0, 0, 1], 15674).into(),
             ws_path: "/ws".into(),
             ws_message_type: WsMessageType::Binary,
+            ws_allowed_origins: Vec::new(),
         }
     }
 }

@@ -111,6 +111,9 @@ async fn handle(
 ) -> Response<Body> {
     let path = req.uri().path();
     if path == side.ws.path {
+        if !origin_allowed(&req, &side.ws.allowed_origins) {
+            return text(StatusCode::FORBIDDEN, "origin not allowed".into());
+        }
         return upgrade(req, tx);
     }
     if path == "/api/publish" && side.publish {
@@ -135,6 +138,18 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// `listeners.ws_allowed_origins`: browsers always send `Origin`; a request without
+/// one is not from a browser page and cannot be a cross-site hijack.
+fn origin_allowed(req: &Request<Incoming>, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match req.headers().get(header::ORIGIN) {
+        None => true,
+        Some(origin) => allowed.iter().any(|a| origin.as_bytes() == a.as_bytes()),
+    }
 }
 
 /// RFC 6455 §4.2: validate the opening handshake and answer 101.

@@ -102,6 +102,7 @@ impl Broker {
         let ws_settings = Arc::new(WsSettings {
             path: config.listeners.ws_path.clone(),
             message_type: config.listeners.ws_message_type,
+            allowed_origins: config.listeners.ws_allowed_origins.clone(),
             // A whole frame at its limits, plus room for EOLs.
             max_message_bytes: limits.max_body_bytes
                 + (limits.max_headers + 2) * (limits.max_header_line_bytes + 2)

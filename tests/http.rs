@@ -145,3 +145,52 @@ async fn publish_takes_basic_auth_when_users_are_configured() {
         204
     );
 }
+
+#[tokio::test]
+async fn websocket_origins_can_be_restricted() {
+    let mut cfg = config();
+    cfg.listeners.ws_allowed_origins = vec!["https://app.example.com".into()];
+    let b = start_with(cfg).await;
+    let upgrade = |origin: Option<&str>| {
+        let extra = origin
+            .map(|o| format!("\r\nOrigin: {o}"))
+            .unwrap_or_default();
+        format!(
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13{extra}"
+        )
+    };
+    let addr = b.handle.ws_addr;
+    assert_eq!(
+        status(addr, &upgrade(Some("https://evil.example"))).await,
+        403
+    );
+    assert_eq!(
+        status(addr, &upgrade(Some("https://app.example.com"))).await,
+        101
+    );
+    // Non-browser clients send no Origin.
+    assert_eq!(status(addr, &upgrade(None)).await, 101);
+}
+
+/// The status of a request whose connection may stay open (an upgrade).
+async fn status(addr: SocketAddr, head: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{head}\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(WAIT, s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(byte[0]);
+    }
+    String::from_utf8_lossy(&got)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap()
+}

@@ -60,6 +60,8 @@ pub struct WsSettings {
     pub path: String,
     /// Outgoing message type.
     pub message_type: WsMessageType,
+    /// `listeners.ws_allowed_origins`; empty allows any.
+    pub allowed_origins: Vec<String>,
     /// Largest WebSocket message accepted (frame limits plus headroom).
     pub max_message_bytes: usize,
     /// Time allowed for the HTTP upgrade.
