@@ -3,7 +3,7 @@
 //! both with their default settings, against the broker started in-process.
 //!
 //! The clients are installed by `scripts/install-interop.sh` (pinned versions, into
-//! `.interop/python` and `tests/interop/node_modules`); `scripts/test` runs it first.
+//! `.interop/python` and `tests/interop/node_modules`); the README's test command runs it first.
 //! A missing client is a failure, not a skip.
 
 mod common;
