@@ -169,6 +169,19 @@ async fn bad_prefetch_count_is_an_error() {
     c.expect_error_and_close().await;
 }
 
+/// Counts MESSAGEs until one with body `done`, reporting the count after each.
+async fn count_until_done(c: &mut Client, mut progress: impl FnMut(usize)) -> usize {
+    let mut received = 0;
+    loop {
+        let m = c.expect(Command::Message).await;
+        if &m.body[..] == b"done" {
+            return received;
+        }
+        received += 1;
+        progress(received);
+    }
+}
+
 /// A subscriber whose socket is never read: its outbox fills, then its TCP buffers.
 async fn never_reading_subscriber(b: &TestBroker, destination: &str, ack: &str) -> Client {
     let mut c = connected(b).await;
@@ -200,15 +213,10 @@ async fn slow_topic_consumer_never_slows_the_others() {
         }
         p.publish("/topic/firehose", "done").await;
     });
-    let mut received = 0;
-    loop {
-        let m = fast.expect(Command::Message).await;
-        if &m.body[..] == b"done" {
-            break;
-        }
-        received += 1;
-        progress.send_replace(received);
-    }
+    let received = count_until_done(&mut fast, |n| {
+        progress.send_replace(n);
+    })
+    .await;
     publisher.await.unwrap();
     assert_eq!(received, 2_000, "the fast subscriber lost nothing");
     assert!(stompbox::metrics::Metrics::get(&b.handle.metrics().slow_consumer_drops) > 0);
@@ -256,14 +264,7 @@ async fn slow_queue_consumer_loses_credit_and_others_get_the_messages() {
         }
         p.publish("/queue/work", "done").await;
     });
-    let mut received = 0;
-    loop {
-        let m = fast.expect(Command::Message).await;
-        if &m.body[..] == b"done" {
-            break;
-        }
-        received += 1;
-    }
+    let received = count_until_done(&mut fast, |_| {}).await;
     publisher.await.unwrap();
     // The stuck consumer got at most what its socket and outbox could absorb.
     assert!(received >= 400, "fast consumer got only {received} of 500");

@@ -143,8 +143,13 @@ impl Decoder {
                         8 => return Ok(false),
                         9 => {
                             let mut owed = self.owed.lock().unwrap();
-                            owed.push(0x8a);
-                            put_len_masked(&mut *owed, &self.raw[hdr..total]);
+                            // The pong's key need not be random: it only has to be there.
+                            put_frame(
+                                &mut owed,
+                                0x8a,
+                                [0x5a, 0x3c, 0x96, 0xe1],
+                                &self.raw[hdr..total],
+                            );
                         }
                         _ => {}
                     }
@@ -156,9 +161,8 @@ impl Decoder {
     }
 }
 
-/// Appends the masked-length byte(s), a masking key and the masked payload.
-fn put_len_masked(dst: &mut impl BufMut, payload: &[u8]) {
-    let len = payload.len();
+/// Appends the length byte(s) of a client frame (mask bit set), RFC 6455 §5.2.
+fn put_masked_len(dst: &mut impl BufMut, len: usize) {
     if len < 126 {
         dst.put_u8(0x80 | len as u8);
     } else if len <= u16::MAX as usize {
@@ -168,11 +172,17 @@ fn put_len_masked(dst: &mut impl BufMut, payload: &[u8]) {
         dst.put_u8(0x80 | 127);
         dst.put_u64(len as u64);
     }
-    let key = 0x5a3c_96e1u32.to_be_bytes();
-    dst.put_slice(&key);
-    for (i, b) in payload.iter().enumerate() {
-        dst.put_u8(b ^ key[i & 3]);
-    }
+}
+
+/// Appends a whole client frame: first byte, masked length, key, masked payload.
+fn put_frame(dst: &mut Vec<u8>, first: u8, key: [u8; 4], payload: &[u8]) {
+    dst.reserve(payload.len() + 14);
+    dst.push(first);
+    put_masked_len(dst, payload.len());
+    dst.extend_from_slice(&key);
+    let start = dst.len();
+    dst.extend_from_slice(payload);
+    mask(&mut dst[start..], key);
 }
 
 /// Frame encoder state: a cheap per-frame masking key.
@@ -197,18 +207,9 @@ impl Encoder {
     /// Appends one binary frame carrying `payload` to `dst`.
     #[inline]
     pub fn binary(&mut self, dst: &mut BytesMut, payload: &[u8]) {
-        let len = payload.len();
-        dst.reserve(len + 14);
+        dst.reserve(payload.len() + 14);
         dst.put_u8(0x82);
-        if len < 126 {
-            dst.put_u8(0x80 | len as u8);
-        } else if len <= u16::MAX as usize {
-            dst.put_u8(0x80 | 126);
-            dst.put_u16(len as u16);
-        } else {
-            dst.put_u8(0x80 | 127);
-            dst.put_u64(len as u64);
-        }
+        put_masked_len(dst, payload.len());
         let key = self.next_key();
         dst.put_slice(&key);
         let start = dst.len();
