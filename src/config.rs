@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -295,6 +295,11 @@ pub struct Http {
     /// any web page can make a browser POST to localhost, so turn it on only where
     /// that is acceptable or credentials are required.
     pub publish: bool,
+    /// Serve the files under this directory (relative to the working directory) on the
+    /// WebSocket port, so a browser app and its STOMP connection share one origin and
+    /// need no separate web server; `/` is `index.html`. Empty (the default) serves
+    /// nothing: a broker should not expose files until someone chooses which.
+    pub static_dir: PathBuf,
 }
 
 /// `[runtime]`

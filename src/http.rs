@@ -5,10 +5,17 @@
 //! (the subprotocol is chosen by [`ws::choose_subprotocol`]); when `http.publish`
 //! is on, `POST /api/publish?destination=…` publishes its body as one message
 //! (one request per message: the REST side of the WebSocket-vs-REST comparison in
-//! BENCHMARKS.md). Anything else is a 404.
+//! BENCHMARKS.md). When `http.static_dir` is set, GET and HEAD of any other path
+//! serve that directory through tower-http's `ServeDir`, which already refuses path
+//! traversal and does content types, ranges and conditional requests, so a browser
+//! app can be loaded from the same origin as its WebSocket. Anything else is a 404.
 //!
-//! Request headers must arrive within `limits.handshake_timeout_ms`.
+//! Request headers must arrive within `limits.handshake_timeout_ms`. A browser keeps
+//! HTTP connections open between page loads, so on shutdown idle connections are
+//! closed (hyper's graceful shutdown) instead of holding the drain to its deadline.
 
+use std::io;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -25,14 +32,19 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::sync::CancellationToken;
+use tower_http::services::ServeDir;
 
+use crate::StartError;
 use crate::config::Auth;
 use crate::frame::{Headers, Version};
 use crate::router::{RouteError, Router};
 use crate::transport::ws::{self, WsSettings};
 use crate::transport::{Sink, Source};
 
-type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Unsync because `ServeDir`'s file bodies are; hyper only needs `Send`.
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// What the HTTP side needs, shared by all connections of the listener.
 #[derive(Debug)]
@@ -47,6 +59,28 @@ pub(crate) struct HttpSide {
     pub auth: Auth,
     /// `limits.max_body_bytes`, also the largest publish body.
     pub max_body_bytes: usize,
+    /// `http.static_dir`, when set.
+    pub static_dir: Option<ServeDir>,
+    /// Cancelled when the broker shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// Checks `http.static_dir` at start: a typo there should stop the broker with the
+/// key's name, not show up later as a 404 for every page.
+pub(crate) fn static_dir(path: &Path) -> Result<Option<ServeDir>, StartError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let err = |reason: String| StartError::StaticDir {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(err("not a directory".into()));
+    }
+    std::fs::read_dir(path).map_err(|e| err(e.to_string()))?;
+    Ok(Some(ServeDir::new(path)))
 }
 
 /// An upgrade the service accepted: the pending upgraded connection and the STOMP
@@ -72,7 +106,21 @@ pub(crate) async fn serve(
         .header_read_timeout(side.ws.handshake_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    // A block, so the connection and its service (which holds `tx`) are dropped
+    // before `rx` is awaited: a connection that never upgraded then ends `rx` at once.
+    let ended = {
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = side.shutdown.cancelled() => {
+                // Finishes a request in flight, then closes; an idle keep-alive
+                // connection closes at once.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(cause = %e, "HTTP connection ended with an error");
     }
     let (on_upgrade, cap) = rx.await.ok()?;
@@ -85,7 +133,7 @@ pub(crate) async fn serve(
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
-    let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
     *resp.status_mut() = status;
     resp
 }
@@ -94,7 +142,7 @@ fn text(status: StatusCode, message: String) -> Response<Body> {
     let mut resp = Response::new(
         Full::new(Bytes::from(message + "\n"))
             .map_err(|never| match never {})
-            .boxed(),
+            .boxed_unsync(),
     );
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -122,13 +170,45 @@ async fn handle(
         }
         return publish(req, side).await;
     }
+    match &side.static_dir {
+        Some(dir) if path != "/api/publish" => static_file(req, dir, &side.ws.path).await,
+        _ => not_found(path, &side.ws.path),
+    }
+}
+
+fn not_found(path: &str, ws_path: &str) -> Response<Body> {
     text(
         StatusCode::NOT_FOUND,
-        format!(
-            "nothing at {path}; STOMP over WebSocket is at {}",
-            side.ws.path
-        ),
+        format!("nothing at {path}; STOMP over WebSocket is at {ws_path}"),
     )
+}
+
+/// `http.static_dir`. `ServeDir` answers a missing file, or a path that tries to
+/// leave the directory, with an empty 404; ours names the WebSocket path instead, so
+/// a client that got the path wrong learns the right one.
+async fn static_file(req: Request<Incoming>, dir: &ServeDir, ws_path: &str) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match dir.clone().try_call(req).await {
+        Ok(resp) if resp.status() == StatusCode::NOT_FOUND => not_found(&path, ws_path),
+        Ok(resp) => resp.map(|body| body.map_err(BoxError::from).boxed_unsync()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::NotADirectory
+                    | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            not_found(&path, ws_path)
+        }
+        Err(e) => {
+            tracing::warn!(%path, cause = %e, "cannot serve static file");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the file".into(),
+            )
+        }
+    }
 }
 
 fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {

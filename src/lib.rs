@@ -12,8 +12,8 @@
 //! - [`transport`] — TCP and WebSocket (subprotocol negotiation), reduced to one
 //!   source/sink pair.
 //! - `listener` — accept loops, connection permits, one tracing span per connection.
-//! - `http` — the WebSocket port's HTTP side (hyper): the upgrade, and the optional
-//!   `POST /api/publish`.
+//! - `http` — the WebSocket port's HTTP side (hyper): the upgrade, the optional
+//!   `POST /api/publish`, and optional static files (`http.static_dir`).
 //! - [`session`] — CONNECT, subscriptions, acks, transactions, receipts, heart-beats; the
 //!   reader and writer tasks of a connection.
 //! - [`router`] — queues (credit, prefetch, redelivery, dead letters), topics
@@ -78,6 +78,15 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `http.static_dir` is set but is not a directory we can read; failing at start
+    /// beats a broker that answers every page with 404.
+    #[error("http.static_dir {path:?} is not a readable directory: {reason}")]
+    StaticDir {
+        /// The configured path.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Starts brokers.
@@ -86,6 +95,7 @@ pub struct Broker;
 impl Broker {
     /// Binds both listeners (port 0 picks a free port) and starts serving.
     pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
+        let static_dir = http::static_dir(&config.http.static_dir)?;
         let tcp = listener::bind(config.listeners.tcp)?;
         let ws = listener::bind(config.listeners.ws)?;
         let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
@@ -109,16 +119,18 @@ impl Broker {
                 + 64,
             handshake_timeout: config.handshake_timeout(),
         });
+        let shutdown = CancellationToken::new();
         let http = Arc::new(http::HttpSide {
             ws: ws_settings,
             router: router.clone(),
             publish: config.http.publish,
             auth: config.auth.clone(),
             max_body_bytes: limits.max_body_bytes,
+            static_dir,
+            shutdown: shutdown.clone(),
         });
         let drain = config.drain();
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
-        let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             config,
             router: router.clone(),

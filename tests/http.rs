@@ -1,4 +1,5 @@
-//! The WebSocket port's HTTP side: `POST /api/publish` (off by default), 404s.
+//! The WebSocket port's HTTP side: `POST /api/publish` and static files (both off by
+//! default), 404s.
 
 mod common;
 
@@ -193,4 +194,186 @@ async fn status(addr: SocketAddr, head: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap()
+}
+
+/// A fresh static directory holding `index.html` and `app.js`, next to a `secret.txt`
+/// that must stay out of reach.
+fn site(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    let dir = root.join("site");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><p>hello from index</p>",
+    )
+    .unwrap();
+    std::fs::write(dir.join("app.js"), "console.log('app');").unwrap();
+    std::fs::write(dir.join("sub/page.html"), "<p>sub page</p>").unwrap();
+    std::fs::write(root.join("secret.txt"), "top secret").unwrap();
+    dir
+}
+
+fn with_static(dir: &std::path::Path) -> stompbox::Config {
+    let mut cfg = config();
+    cfg.http.static_dir = dir.to_owned();
+    cfg
+}
+
+/// The value of header `name` in a raw response, lowercased name match.
+fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    resp.split("\r\n\r\n")
+        .next()?
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+#[tokio::test]
+async fn static_files_are_off_by_default() {
+    let b = start().await;
+    let addr = b.handle.ws_addr;
+    assert_eq!(request(addr, "GET / HTTP/1.1", b"").await.0, 404);
+    assert_eq!(request(addr, "GET /index.html HTTP/1.1", b"").await.0, 404);
+}
+
+#[tokio::test]
+async fn static_dir_serves_index_and_scripts_with_their_content_types() {
+    let b = start_with(with_static(&site("static-serves"))).await;
+    let addr = b.handle.ws_addr;
+
+    let (status, resp) = request(addr, "GET / HTTP/1.1", b"").await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(
+        resp.ends_with("<!doctype html><p>hello from index</p>"),
+        "{resp}"
+    );
+    assert_eq!(header(&resp, "content-type"), Some("text/html"), "{resp}");
+
+    let (status, resp) = request(addr, "GET /app.js HTTP/1.1", b"").await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.ends_with("console.log('app');"), "{resp}");
+    let ct = header(&resp, "content-type").unwrap();
+    assert!(ct.contains("javascript"), "{resp}");
+
+    let (status, resp) = request(addr, "GET /sub/page.html HTTP/1.1", b"").await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.ends_with("<p>sub page</p>"), "{resp}");
+
+    // HEAD: the headers of GET, no body.
+    let (status, resp) = request(addr, "HEAD /app.js HTTP/1.1", b"").await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(header(&resp, "content-length"), Some("19"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\n"), "{resp}");
+
+    // Conditional requests come with ServeDir.
+    let (_, resp) = request(addr, "GET /app.js HTTP/1.1", b"").await;
+    let modified = header(&resp, "last-modified").expect("last-modified");
+    let (status, _) = request(
+        addr,
+        &format!("GET /app.js HTTP/1.1\r\nIf-Modified-Since: {modified}"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 304);
+
+    let (status, resp) = request(addr, "GET /missing.js HTTP/1.1", b"").await;
+    assert_eq!(status, 404);
+    assert!(resp.contains("STOMP over WebSocket is at /ws"), "{resp}");
+    // Publishing stays off, and its path is never looked up on disk.
+    assert_eq!(
+        request(
+            addr,
+            "POST /api/publish?destination=/queue/a HTTP/1.1",
+            b"x"
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn static_dir_refuses_paths_that_leave_it() {
+    let b = start_with(with_static(&site("static-traversal"))).await;
+    let addr = b.handle.ws_addr;
+    for path in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/sub/../../secret.txt",
+        "/sub/%2e%2e/%2e%2e/secret.txt",
+        "/..%2fsecret.txt",
+    ] {
+        let (status, resp) = request(addr, &format!("GET {path} HTTP/1.1"), b"").await;
+        assert!(
+            status == 404 || status == 400,
+            "{path}: expected a refusal, got {resp}"
+        );
+        assert!(!resp.contains("top secret"), "{path}: leaked {resp}");
+    }
+}
+
+#[tokio::test]
+async fn websocket_still_upgrades_when_static_files_are_served() {
+    let b = start_with(with_static(&site("static-ws"))).await;
+    let (mut c, protocol) = Client::ws(&b.ws_url(), &["v12.stomp"]).await;
+    assert_eq!(protocol.as_deref(), Some("v12.stomp"));
+    c.connect().await;
+    c.subscribe("0", "/topic/static", "auto").await;
+    c.publish("/topic/static", "still STOMP").await;
+    let m = c.expect(Command::Message).await;
+    assert_eq!(&m.body[..], b"still STOMP");
+}
+
+#[tokio::test]
+async fn missing_static_dir_is_a_start_error_naming_the_key() {
+    let mut cfg = config();
+    cfg.http.static_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such-dir");
+    let err = stompbox::Broker::start(cfg).await.unwrap_err().to_string();
+    assert!(err.contains("http.static_dir"), "{err}");
+    assert!(err.contains("no-such-dir"), "{err}");
+
+    let site = site("static-file-not-dir");
+    let mut cfg = config();
+    cfg.http.static_dir = site.join("index.html");
+    let err = stompbox::Broker::start(cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("http.static_dir") && err.contains("not a directory"),
+        "{err}"
+    );
+}
+
+/// Browsers keep page-load connections open; shutdown must close them rather than
+/// wait out `shutdown.drain_ms` for them.
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections() {
+    let b = start_with(with_static(&site("static-keepalive"))).await;
+    let mut s = TcpStream::connect(b.handle.ws_addr).await.unwrap();
+    s.write_all(b"GET /app.js HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"console.log('app');") {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let started = std::time::Instant::now();
+    b.handle.shutdown().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "shutdown waited {:?} for an idle HTTP connection",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(WAIT, s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&rest));
 }
