@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the third-party STOMP clients used by the interop smoke tests.
+# Installs the third-party STOMP clients used by the interop smoke tests and the
+# browser tests.
 # Paths are relative to the repository root, so the script moves there first.
 # Safe to re-run: pip --upgrade --target and npm ci both rebuild their target
 # from the pinned manifests each time.
@@ -19,5 +20,12 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 echo "install-interop: @stomp/stompjs + ws -> tests/interop/node_modules"
 # Its stdout is only the "added N packages" summary; errors go to stderr.
 npm ci --prefix tests/interop --no-audit --no-fund >/dev/null
+
+# The browser tests (tests/browser.rs): playwright-core drives the system's
+# Chromium (Debian's chromium; playwright-core downloads no browser), and the
+# pages load the stompjs UMD bundle from these node_modules over http from
+# stompbox itself.
+echo "install-interop: playwright-core + @stomp/stompjs -> tests/browser/node_modules"
+npm ci --prefix tests/browser --no-audit --no-fund >/dev/null
 
 echo "install-interop: done"

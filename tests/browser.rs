@@ -1,0 +1,220 @@
+//! Real browsers: `@stomp/stompjs` in headless Chromium (Debian's `chromium`, driven
+//! by `playwright-core` through `tests/browser/driver.mjs`), with every page loaded
+//! over http from the stompbox under test (`http.static_dir`), so the WebSocket is
+//! same-origin as it is for a deployed app.
+//!
+//! The pages report what they received and the driver exits non-zero unless every
+//! check passed, so these fail when the browser misses a message. Chromium and the
+//! npm packages are installed by `.ci/run` and `scripts/install-interop.sh`; a missing
+//! one is a failure that says what to install, not a skip.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use stompbox::frame::Command as Stomp;
+use stompbox::{Broker, Config};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// The whole browser run, Chromium start-up included, on a loaded 2-core machine.
+const DRIVER_DEADLINE: Duration = Duration::from_secs(120);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("STOMPBOX_CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from)
+}
+
+fn require(path: &Path, install: &str) {
+    assert!(path.exists(), "{} is missing: {install}", path.display());
+}
+
+fn require_browser_tools(static_dir: &Path) {
+    require(
+        &chromium(),
+        "install Debian's chromium (`apt-get install -y chromium`, as .ci/run does) or set STOMPBOX_CHROMIUM",
+    );
+    require(
+        &root().join("tests/browser/node_modules/playwright-core"),
+        "run `bash scripts/install-interop.sh` (npm ci --prefix tests/browser)",
+    );
+    require(
+        &static_dir.join("node_modules/@stomp/stompjs/bundles/stomp.umd.min.js"),
+        "run `bash scripts/install-interop.sh` (npm ci --prefix tests/browser)",
+    );
+}
+
+fn serving(static_dir: &Path) -> Config {
+    let mut cfg = config();
+    cfg.http.static_dir = static_dir.to_owned();
+    cfg
+}
+
+/// The driver, its stdout as lines, and its stderr collected in the background.
+struct Driver {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    stdout: Vec<String>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Driver {
+    fn spawn(args: &[&str]) -> Driver {
+        let mut child = Command::new("node")
+            .arg("tests/browser/driver.mjs")
+            .args(args)
+            .env("STOMPBOX_CHROMIUM", chromium())
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts (Node.js is needed for the browser tests)");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut err = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s).await;
+            s
+        });
+        Driver {
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Reads stdout up to the line `want`; panics with the driver's output if it
+    /// ends or reports a result first.
+    async fn until(&mut self, want: &str) {
+        loop {
+            let line = tokio::time::timeout(DRIVER_DEADLINE, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("driver said nothing for {DRIVER_DEADLINE:?}"))
+                .expect("driver stdout");
+            match line {
+                Some(line) if line == want => {
+                    self.stdout.push(line);
+                    return;
+                }
+                Some(line) => {
+                    let result = line.starts_with("RESULT");
+                    self.stdout.push(line);
+                    if result {
+                        self.fail(&format!("driver finished before `{want}`")).await;
+                    }
+                }
+                None => self.fail(&format!("driver exited before `{want}`")).await,
+            }
+        }
+    }
+
+    /// Waits for the driver to exit and asserts it reported success.
+    async fn succeeds(mut self) -> Vec<String> {
+        while let Ok(Some(line)) = tokio::time::timeout(DRIVER_DEADLINE, self.lines.next_line())
+            .await
+            .unwrap_or(Ok(None))
+        {
+            self.stdout.push(line);
+        }
+        let status = tokio::time::timeout(DRIVER_DEADLINE, self.child.wait())
+            .await
+            .expect("driver exits")
+            .expect("driver status");
+        let stderr = self.stderr.await.unwrap_or_default();
+        println!(
+            "driver stdout:\n{}\ndriver stderr:\n{stderr}",
+            self.stdout.join("\n")
+        );
+        assert!(
+            status.success() && self.stdout.iter().any(|l| l == "RESULT ok"),
+            "browser run failed ({status})\nstdout:\n{}\nstderr:\n{stderr}",
+            self.stdout.join("\n")
+        );
+        self.stdout
+    }
+
+    async fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let stderr = (&mut self.stderr).await.unwrap_or_default();
+        panic!(
+            "{why}\nstdout:\n{}\nstderr:\n{stderr}",
+            self.stdout.join("\n")
+        );
+    }
+}
+
+/// What the test publishes after the restart: not UTF-8, with NULs, so a body that
+/// went through a text decoder anywhere would not come out the same.
+const AFTER_RESTART: &[u8] = b"\x00after restart\xff\xfe\x80\xc3\x28\x00\x01\x02";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn stompjs_in_chromium_topic_queue_binary_acks_and_broker_restart() {
+    let site = root().join("tests/browser");
+    require_browser_tools(&site);
+    let cfg = serving(&site);
+    let first = start_with(cfg.clone()).await;
+    let ws_addr = first.handle.ws_addr;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let base = format!("http://{ws_addr}");
+    let mut driver = Driver::spawn(&["stompjs", &base, &run, &hex(AFTER_RESTART)]);
+
+    // The page has sent and received text, JSON and binary on a topic and a queue.
+    driver.until("PHASE ready-for-restart").await;
+    first.handle.shutdown().await;
+    // The same WebSocket port, so stompjs's reconnects find the new broker.
+    let mut cfg = cfg;
+    cfg.listeners.ws = ws_addr;
+    let second = Broker::start(cfg)
+        .await
+        .expect("a new broker binds the same WebSocket port");
+
+    driver.until("PHASE resubscribed").await;
+    let mut c = Client::tcp(second.tcp_addr).await;
+    c.connect().await;
+    for destination in [
+        format!("/topic/browser.{run}"),
+        format!("/queue/browser.{run}"),
+    ] {
+        let mut frame = format!(
+            "SEND\ndestination:{destination}\ncontent-type:application/octet-stream\n\
+             content-length:{}\nreceipt:r\n\n",
+            AFTER_RESTART.len()
+        )
+        .into_bytes();
+        frame.extend_from_slice(AFTER_RESTART);
+        frame.push(0);
+        c.send_raw(&frame).await;
+        c.until_receipt("r").await;
+    }
+    let stdout = driver.succeeds().await;
+    assert!(
+        stdout
+            .iter()
+            .any(|l| l == r#"RECEIVED {"topic":4,"queue":4,"acked":4}"#),
+        "{stdout:?}"
+    );
+    // Every queue message was acked: nothing waits in the queue.
+    assert_eq!(
+        second
+            .router()
+            .queue_depth(&format!("/queue/browser.{run}")),
+        Some(0)
+    );
+    c.send("DISCONNECT\nreceipt:bye\n\n").await;
+    c.expect(Stomp::Receipt).await;
+    second.shutdown().await;
+}
