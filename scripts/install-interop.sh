@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the third-party STOMP clients used by the interop smoke tests and the
-# browser tests.
+# browser tests, and the chat example's client library.
 # Paths are relative to the repository root, so the script moves there first.
 # Safe to re-run: pip --upgrade --target and npm ci both rebuild their target
 # from the pinned manifests each time.
@@ -27,5 +27,7 @@ npm ci --prefix tests/interop --no-audit --no-fund >/dev/null
 # stompbox itself.
 echo "install-interop: playwright-core + @stomp/stompjs -> tests/browser/node_modules"
 npm ci --prefix tests/browser --no-audit --no-fund >/dev/null
+echo "install-interop: @stomp/stompjs -> examples/chat/node_modules"
+npm ci --prefix examples/chat --no-audit --no-fund >/dev/null
 
 echo "install-interop: done"

@@ -46,7 +46,7 @@ fn require_browser_tools(static_dir: &Path) {
     );
     require(
         &static_dir.join("node_modules/@stomp/stompjs/bundles/stomp.umd.min.js"),
-        "run `bash scripts/install-interop.sh` (npm ci --prefix tests/browser)",
+        "run `bash scripts/install-interop.sh` (npm ci in tests/browser and examples/chat)",
     );
 }
 
@@ -217,4 +217,24 @@ async fn stompjs_in_chromium_topic_queue_binary_acks_and_broker_restart() {
     c.send("DISCONNECT\nreceipt:bye\n\n").await;
     c.expect(Stomp::Receipt).await;
     second.shutdown().await;
+}
+
+/// examples/chat as a person uses it, typing and reading the page (the steps are in
+/// driver.mjs `chat`): two tabs see each other's lines and `users connected: 2`;
+/// closing one brings the other to 1 within 2 s, too soon for presence expiry to be
+/// the reason; a third tab that crashes disappears by expiry.
+#[tokio::test]
+async fn chat_example_tabs_see_each_other_and_leave_promptly() {
+    let site = root().join("examples/chat");
+    require_browser_tools(&site);
+    let b = start_with(serving(&site)).await;
+    let base = format!("http://{}", b.handle.ws_addr);
+    let mut args = vec!["chat", base.as_str()];
+    // STOMPBOX_CHAT_SCREENSHOT=examples/chat/screenshot.png refreshes the README's
+    // picture from this very run.
+    let shot = std::env::var("STOMPBOX_CHAT_SCREENSHOT").ok();
+    if let Some(path) = &shot {
+        args.push(path);
+    }
+    Driver::spawn(&args).succeeds().await;
 }

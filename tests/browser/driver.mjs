@@ -7,6 +7,9 @@
 //       follows its window.stompTest. Prints `PHASE ready-for-restart` and
 //       `PHASE resubscribed` as the page reaches them: the Rust test restarts the
 //       broker after the first and publishes after the second.
+//   node tests/browser/driver.mjs chat BASE_URL [SCREENSHOT.png]
+//       Opens the chat example (examples/chat) in several pages and checks that
+//       they see each other's lines and an honest "users connected" count.
 //
 // Prints `RESULT ok` and exits 0 only when every check passed; otherwise prints
 // `RESULT fail: ...` and exits 1. Either way it stops by itself within
@@ -101,6 +104,89 @@ async function stompjs(base, run, afterHex) {
   return finish(true);
 }
 
+// The chat example, as people use it: typing into the box and reading the page.
+async function chat(base, screenshot) {
+  const errors = [];
+  const open = async (name) => {
+    const page = await context.newPage();
+    watch(page, name, errors);
+    const response = await page.goto(`${base}/?name=${encodeURIComponent(name)}`);
+    if (!response?.ok()) throw new Error(`GET ${base}/ answered ${response?.status()}`);
+    return page;
+  };
+  const count = (page) => page.locator('#count').textContent();
+  const expectCount = async (page, name, n, withinMs) => {
+    const started = Date.now();
+    try {
+      await page.locator('#count').filter({ hasText: `users connected: ${n}` }).waitFor({ timeout: withinMs });
+    } catch {
+      throw new Error(`${name} shows "${await count(page)}" after ${withinMs} ms, expected "users connected: ${n}"`);
+    }
+    return Date.now() - started;
+  };
+  const say = async (page, text) => {
+    await page.locator('#input').fill(text);
+    await page.locator('#input').press('Enter');
+  };
+  const expectLine = async (page, name, from, text) => {
+    try {
+      await page.locator('#messages .message', { hasText: text }).filter({ hasText: from }).waitFor({ timeout: 5000 });
+    } catch {
+      const all = await page.locator('#messages').innerText();
+      throw new Error(`${name} never showed ${from}: ${text}; it shows:\n${all}`);
+    }
+  };
+
+  const alice = await open('alice');
+  const bob = await open('bob');
+  await expectCount(alice, 'alice', 2, 5000);
+  await expectCount(bob, 'bob', 2, 5000);
+  console.error('alice and bob both show users connected: 2');
+
+  await say(alice, 'hello from alice ✓');
+  await expectLine(bob, 'bob', 'alice', 'hello from alice ✓');
+  await expectLine(alice, 'alice', 'alice', 'hello from alice ✓');
+  await say(bob, 'hi alice, bob here');
+  await expectLine(alice, 'alice', 'bob', 'hi alice, bob here');
+  console.error('each page shows the other\'s line');
+  if (screenshot) {
+    await say(alice, 'STOMP over WebSocket, served by stompbox itself');
+    await expectLine(bob, 'bob', 'alice', 'served by stompbox itself');
+    await sleep(300);
+    await saveSideBySide(alice, bob, screenshot);
+  }
+
+  // A closed tab says goodbye on pagehide. Presence expiry (see
+  // examples/chat/README.md) could not explain a drop this quick.
+  await bob.close();
+  const leftMs = await expectCount(alice, 'alice', 1, 2000);
+  console.error(`bob closed his tab: alice shows users connected: 1 after ${leftMs} ms`);
+
+  // A crashed tab sends nothing; its presence expires.
+  const carol = await open('carol');
+  await expectCount(alice, 'alice', 2, 5000);
+  await expectCount(carol, 'carol', 2, 5000);
+  const cdp = await context.newCDPSession(carol);
+  cdp.send('Page.crash').catch(() => {});
+  const crashMs = await expectCount(alice, 'alice', 1, 20000);
+  console.error(`carol's tab crashed: alice shows users connected: 1 after ${crashMs} ms`);
+
+  if (errors.length) throw new Error(errors.join('; '));
+}
+
+// Two pages side by side in one PNG, for examples/chat/README.md.
+async function saveSideBySide(left, right, path) {
+  const [a, b] = await Promise.all([left.screenshot(), right.screenshot()]);
+  const page = await context.newPage();
+  const src = (png) => `data:image/png;base64,${png.toString('base64')}`;
+  await page.setViewportSize({ width: 1300, height: 540 });
+  await page.setContent(`<body style="margin:0;padding:10px;background:#d0d4da;display:flex;gap:10px">
+    <img src="${src(a)}" style="border:1px solid #999"><img src="${src(b)}" style="border:1px solid #999"></body>`);
+  await page.screenshot({ path });
+  await page.close();
+  console.error(`screenshot saved to ${path}`);
+}
+
 const [mode, base, ...rest] = process.argv.slice(2);
 try {
   await launch();
@@ -109,7 +195,10 @@ try {
 }
 try {
   if (mode === 'stompjs') await stompjs(base, rest[0], rest[1] ?? '');
-  else await finish(false, `unknown mode ${JSON.stringify(mode)}; use stompjs`);
+  else if (mode === 'chat') {
+    await chat(base, rest[0]);
+    await finish(true);
+  } else await finish(false, `unknown mode ${JSON.stringify(mode)}; use stompjs or chat`);
 } catch (e) {
   await finish(false, e.message);
 }
