@@ -171,6 +171,8 @@ pub struct Ctx {
     pub run: String,
     /// One connection watched for heart-beats, shared by the H cases.
     pub(crate) heartbeat_watch: tokio::sync::OnceCell<Result<cases::heartbeat::Watch, Fail>>,
+    /// One silent connection, shared by the H cases.
+    pub(crate) silence_watch: tokio::sync::OnceCell<Result<cases::heartbeat::Silence, Fail>>,
 }
 
 impl Ctx {
@@ -275,6 +277,7 @@ pub async fn run(opts: Options) -> Report {
         run: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
         opts,
         heartbeat_watch: tokio::sync::OnceCell::new(),
+        silence_watch: tokio::sync::OnceCell::new(),
     });
     let selected: Vec<&cases::Case> = cases::all()
         .iter()

@@ -408,6 +408,13 @@ static CASES: LazyLock<Vec<Case>> = LazyLock::new(|| {
             ws
         ),
         case!(
+            "W1.highest",
+            Should,
+            "of all three offered, v12.stomp is chosen",
+            websocket::w1_highest,
+            ws
+        ),
+        case!(
             "W2",
             Must,
             "frames may span WebSocket messages and share one",

@@ -31,6 +31,16 @@ pub async fn w1(ctx: Arc<Ctx>) -> CaseResult {
     ))
 }
 
+pub async fn w1_highest(ctx: Arc<Ctx>) -> CaseResult {
+    // Offered lowest first: the order of the offer must not pull the version down.
+    let offer = ["v10.stomp", "v11.stomp", "v12.stomp"];
+    let (_, chosen) = ctx.open_ws(&offer).await?;
+    check(chosen.as_deref() == Some("v12.stomp"), || {
+        format!("offered {}, server answered {chosen:?}", offer.join(", "))
+    })?;
+    pass("v12.stomp chosen from an offer listing it last")
+}
+
 pub async fn w2(ctx: Arc<Ctx>) -> CaseResult {
     let q = ctx.queue("w2");
     let mut c = subscriber(&ctx, "1", &q, "auto").await?;
