@@ -65,7 +65,8 @@ pub struct Conn {
     stash: VecDeque<Frame>,
     /// How long one expectation may take.
     pub wait: Duration,
-    /// Arrival times of heart-beat EOLs.
+    /// Arrival times of heart-beat EOLs. EOLs that arrive together with the end of a
+    /// frame are that frame's padding (F3), not heart-beats.
     pub heartbeats: Vec<Instant>,
     /// WebSocket messages received, by kind, and whether each was a lone EOL.
     pub ws_messages: Vec<(WsKind, bool)>,
@@ -203,6 +204,11 @@ impl Conn {
                     }
                     Parsed::Frame { frame, len } => {
                         self.buf.drain(..len);
+                        // EOLs already read with the frame's NUL pad it (RabbitMQ and
+                        // ActiveMQ end every frame with `\0\n`): only EOLs that arrive
+                        // later count as heart-beats.
+                        let padding = wire::eols_at_front(&self.buf);
+                        self.buf.drain(..padding);
                         return Ok(Event::Frame(frame));
                     }
                 }

@@ -91,6 +91,18 @@ pub fn escape(value: &str) -> String {
     out
 }
 
+/// How many bytes of EOLs (LF or CRLF) `buf` starts with.
+pub fn eols_at_front(buf: &[u8]) -> usize {
+    let mut n = 0;
+    loop {
+        match &buf[n..] {
+            [b'\n', ..] => n += 1,
+            [b'\r', b'\n', ..] => n += 2,
+            _ => return n,
+        }
+    }
+}
+
 /// What the stream held at its front.
 #[derive(Debug)]
 pub enum Parsed {
@@ -228,6 +240,14 @@ mod tests {
             parse(b"MESSAGE\ncontent-length:2\n\nab").unwrap(),
             Parsed::Incomplete
         ));
+    }
+
+    #[test]
+    fn eols_at_front_stop_at_anything_else() {
+        assert_eq!(eols_at_front(b"\n\r\n\nMESSAGE"), 4);
+        assert_eq!(eols_at_front(b"\n\r"), 1);
+        assert_eq!(eols_at_front(b"MESSAGE\n"), 0);
+        assert_eq!(eols_at_front(b""), 0);
     }
 
     #[test]
