@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{answer, body, error_for, subscriber};
+use super::{answer, body, error_for, error_reply, subscriber};
 use crate::conn::Event;
 use crate::{CaseResult, Ctx, Fail, check, chose, pass};
 
@@ -350,7 +350,7 @@ pub async fn b3(ctx: Arc<Ctx>) -> CaseResult {
         m.header("content-type").as_deref() == Some("application/json"),
         || format!("content-type {:?}", m.header("content-type")),
     )?;
-    let e = error_for(&ctx, "SEND\nreceipt:x\n\nno destination\0").await?;
+    let e = error_reply(&ctx, "SEND\nreceipt:x\n\nno destination\0").await?;
     if !e.body.is_empty() {
         check(e.has_content_length, || {
             "ERROR has a body but no content-length".into()

@@ -497,6 +497,14 @@ async fn error_for(ctx: &Ctx, frame: &str) -> Result<Frame, Fail> {
     c.expect_error_and_close().await.map(|(f, _)| f)
 }
 
+/// Opens a session, sends `frame`, and expects ERROR; returns it. Whether the connection
+/// then closes is left to E1, for cases that judge what the ERROR says.
+async fn error_reply(ctx: &Ctx, frame: &str) -> Result<Frame, Fail> {
+    let mut c = ctx.connect().await?;
+    c.send(frame).await?;
+    c.expect("ERROR").await
+}
+
 /// What the broker answered a frame with: ERROR, RECEIPT, or silence.
 async fn answer(c: &mut Conn, wait: Duration) -> Result<String, Fail> {
     Ok(match c.next_within(wait).await? {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{error_for, subscriber};
+use super::{error_reply, subscriber};
 use crate::conn::Event;
 use crate::{CaseResult, Ctx, Fail, check, pass};
 
@@ -72,7 +72,7 @@ pub async fn e1(ctx: Arc<Ctx>) -> CaseResult {
 }
 
 pub async fn e1_message(ctx: Arc<Ctx>) -> CaseResult {
-    let e = error_for(&ctx, "SEND\n\nno destination\0").await?;
+    let e = error_reply(&ctx, "SEND\n\nno destination\0").await?;
     let m = e.header("message");
     check(m.as_deref().is_some_and(|m| !m.is_empty()), || {
         "ERROR without a message header".into()
@@ -81,7 +81,7 @@ pub async fn e1_message(ctx: Arc<Ctx>) -> CaseResult {
 }
 
 pub async fn e1_receipt(ctx: Arc<Ctx>) -> CaseResult {
-    let e = error_for(&ctx, "SEND\nreceipt:e1-receipt\n\nno destination\0").await?;
+    let e = error_reply(&ctx, "SEND\nreceipt:e1-receipt\n\nno destination\0").await?;
     check(
         e.header("receipt-id").as_deref() == Some("e1-receipt"),
         || {
