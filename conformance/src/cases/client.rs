@@ -167,6 +167,8 @@ pub async fn s8_unknown(ctx: Arc<Ctx>) -> CaseResult {
     let got = answer(&mut c, ctx.opts.wait).await?;
     match got.as_str() {
         "ERROR + close" => chose("ERROR", got),
+        // The close (or not) after an ERROR is E1's to judge.
+        "ERROR (connection kept open)" => chose("ERROR, left open", got),
         "RECEIPT" => chose("RECEIPT (ignored)", got),
         _ => Err(Fail::new(format!(
             "UNSUBSCRIBE of an unknown id got: {got}"
@@ -373,6 +375,8 @@ pub async fn s14(ctx: Arc<Ctx>) -> CaseResult {
     let got = answer(&mut c, ctx.opts.wait).await?;
     match got.as_str() {
         "ERROR + close" => chose("ERROR + close", got),
+        // The close (or not) after an ERROR is E1's to judge.
+        "ERROR (connection kept open)" => chose("ERROR, left open", got),
         "no answer" | "RECEIPT" => chose("ignored", got),
         _ => Err(Fail::new(format!("unknown command got: {got}"))),
     }
