@@ -183,3 +183,67 @@ impl Report {
 
 /// An expected-results file: transport (`tcp`, `ws`) → id → stable result.
 pub type Expected = BTreeMap<String, BTreeMap<String, String>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, level: Level, result: &str, choice: Option<&str>) -> Row {
+        Row {
+            id: id.into(),
+            level,
+            title: String::new(),
+            result: result.into(),
+            choice: choice.map(Into::into),
+            detail: "why".into(),
+            ms: 0,
+        }
+    }
+
+    fn report() -> Report {
+        Report::new(
+            &Target::Tcp("127.0.0.1:1".into()),
+            vec![
+                row("F1", Level::Must, "pass", None),
+                row("F8", Level::Should, "fail", None),
+                row("C5", Level::Choice, "choice", Some("accepted")),
+            ],
+            Duration::ZERO,
+        )
+    }
+
+    #[test]
+    fn summary_counts_failures_by_level() {
+        let r = report();
+        assert_eq!(
+            (
+                r.summary.pass,
+                r.summary.must_failed,
+                r.summary.should_failed
+            ),
+            (1, 0, 1)
+        );
+        assert_eq!(r.summary.choices, 1);
+        assert!(r.must_passed());
+    }
+
+    #[test]
+    fn diff_names_changed_missing_and_unexpected_cases() {
+        let r = report();
+        let expected: BTreeMap<String, String> = [
+            ("F1", "pass"),
+            ("F8", "pass"),
+            ("C5", "choice: rejected"),
+            ("W1", "pass"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let diff = r.diff(&expected);
+        assert_eq!(diff.len(), 3, "{diff:?}");
+        assert!(diff[0].starts_with("C5: expected \"choice: rejected\", got \"choice: accepted\""));
+        assert!(diff[1].starts_with("F8: expected \"pass\", got \"fail\" (why)"));
+        assert!(diff[2].starts_with("W1: expected \"pass\", case did not run"));
+        assert!(r.diff(&r.keys()).is_empty());
+    }
+}
