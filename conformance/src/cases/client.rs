@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{answer, body, drain, error_for, subscriber};
+use super::{ack_id, answer, body, drain, error_for, subscriber};
 use crate::{CaseResult, Ctx, Fail, check, chose, pass};
 
 pub async fn s1(ctx: Arc<Ctx>) -> CaseResult {
@@ -114,14 +114,9 @@ async fn ack_then_reconsume(
     let mut c = subscriber(ctx, "1", q, mode).await?;
     let ms = c.messages(3).await?;
     for &i in ack {
-        let id = ms[i]
-            .header("ack")
-            .ok_or_else(|| Fail::new("MESSAGE without ack header"))?;
-        c.send(format!(
-            "ACK\nid:{}\nreceipt:ack{i}\n\n\0",
-            crate::wire::escape(&id)
-        ))
-        .await?;
+        let id = ack_id(&ms[i])?;
+        c.send(format!("ACK\nid:{id}\nreceipt:ack{i}\n\n\0"))
+            .await?;
         c.until_receipt(&format!("ack{i}")).await?;
     }
     c.disconnect().await;
@@ -182,14 +177,8 @@ pub async fn s9(ctx: Arc<Ctx>) -> CaseResult {
     let mut p = ctx.connect().await?;
     p.publish(&q, "x").await?;
     let m = c.message().await?;
-    let id = m
-        .header("ack")
-        .ok_or_else(|| Fail::new("MESSAGE without ack header"))?;
-    c.send(format!(
-        "ACK\nid:{}\nreceipt:r\n\n\0",
-        crate::wire::escape(&id)
-    ))
-    .await?;
+    let id = ack_id(&m)?;
+    c.send(format!("ACK\nid:{id}\nreceipt:r\n\n\0")).await?;
     c.until_receipt("r").await?;
     pass(format!("ACK id:{id} accepted"))
 }
@@ -205,7 +194,7 @@ pub async fn s9_unknown(ctx: Arc<Ctx>) -> CaseResult {
     let mut c = subscriber(&ctx, "1", &q, "client-individual").await?;
     c.publish(&q, "x").await?;
     let m = c.message().await?;
-    let id = crate::wire::escape(&m.header("ack").unwrap_or_default());
+    let id = ack_id(&m)?;
     c.send(format!("ACK\nid:{id}\nreceipt:r1\n\n\0")).await?;
     c.until_receipt("r1").await?;
     c.send(format!("ACK\nid:{id}\nreceipt:r2\n\n\0")).await?;
@@ -223,7 +212,7 @@ pub async fn s10(ctx: Arc<Ctx>) -> CaseResult {
     p.publish(&q, "n1").await?;
     let mut c = subscriber(&ctx, "1", &q, "client").await?;
     let ms = c.messages(2).await?;
-    let id = crate::wire::escape(&ms[1].header("ack").unwrap_or_default());
+    let id = ack_id(&ms[1])?;
     c.send(format!("NACK\nid:{id}\nreceipt:n\n\n\0")).await?;
     c.until_receipt("n").await?;
     let again: Vec<String> = drain(&mut c, ctx.opts.quiet * 2)
@@ -346,7 +335,7 @@ pub async fn s13(ctx: Arc<Ctx>) -> CaseResult {
         c.until_receipt(id).await.map_err(|e| e.context(id))?;
     }
     let m = c.message().await?;
-    let ack = crate::wire::escape(&m.header("ack").unwrap_or_default());
+    let ack = ack_id(&m)?;
     c.send(format!("ACK\nid:{ack}\nreceipt:ack\n\n\0")).await?;
     c.until_receipt("ack").await?;
     c.send("UNSUBSCRIBE\nid:1\nreceipt:unsubscribe\n\n\0")

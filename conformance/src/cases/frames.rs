@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{answer, body, error_for, error_reply, subscriber};
+use super::{after_error, answer, body, error_for, error_reply, subscriber};
 use crate::conn::Event;
 use crate::{CaseResult, Ctx, Fail, check, chose, pass};
 
@@ -187,10 +187,7 @@ async fn oversized(ctx: &Ctx, head: String, filler: usize, tail: &str) -> Result
 
 async fn finish(c: &mut crate::Conn, f: crate::wire::Frame) -> Result<String, Fail> {
     if f.is("ERROR") {
-        return Ok(match c.closed_within(c.wait).await? {
-            Some(_) => "ERROR + close".into(),
-            None => "ERROR (kept open)".into(),
-        });
+        return after_error(c).await;
     }
     Ok(format!("accepted ({})", f.command))
 }

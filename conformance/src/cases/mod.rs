@@ -508,17 +508,26 @@ async fn error_reply(ctx: &Ctx, frame: &str) -> Result<Frame, Fail> {
 /// What the broker answered a frame with: ERROR, RECEIPT, or silence.
 async fn answer(c: &mut Conn, wait: Duration) -> Result<String, Fail> {
     Ok(match c.next_within(wait).await? {
-        Event::Frame(f) if f.is("ERROR") => {
-            let closed = c.closed_within(c.wait).await?;
-            match closed {
-                Some(_) => "ERROR + close".to_string(),
-                None => "ERROR (connection kept open)".to_string(),
-            }
-        }
+        Event::Frame(f) if f.is("ERROR") => after_error(c).await?,
         Event::Frame(f) => f.command,
         Event::Closed(c) => format!("closed without ERROR ({c})"),
         Event::Timeout => "no answer".to_string(),
     })
+}
+
+/// Once an ERROR has arrived: whether the connection then closed.
+async fn after_error(c: &mut Conn) -> Result<String, Fail> {
+    Ok(match c.closed_within(c.wait).await? {
+        Some(_) => "ERROR + close".to_string(),
+        None => "ERROR (connection kept open)".to_string(),
+    })
+}
+
+/// A MESSAGE's `ack` header, escaped for the `id` of an ACK or NACK frame.
+fn ack_id(m: &Frame) -> Result<String, Fail> {
+    m.header("ack")
+        .map(|id| crate::wire::escape(&id))
+        .ok_or_else(|| Fail::new(format!("{} without an ack header", m.summary())))
 }
 
 /// MESSAGE frames until `quiet` passes without one.
