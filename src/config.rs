@@ -127,12 +127,17 @@ pub struct LimitsConfig {
     /// Queues in the broker (temp and dead-letter queues included): clients create
     /// queues by naming them, so their number is bounded like everything else.
     pub max_queues: usize,
-    /// Active subscriptions per connection.
+    /// Subscriptions per connection, counting unsubscribed ones whose deliveries can
+    /// still be acknowledged.
     pub max_subscriptions: usize,
     /// Open transactions per connection.
     pub max_transactions: usize,
     /// Frames buffered in one open transaction.
     pub max_tx_frames: usize,
+    /// Frames read and held, in order, behind a frame that waits for room (ACK, NACK
+    /// and heart-beats are still handled meanwhile). At this many, or once the held
+    /// bodies reach `max_body_bytes`, the connection stops reading until the wait ends.
+    pub max_held_frames: usize,
     /// After an ERROR, how long to keep reading (and discarding) before closing, so the
     /// peer's unread bytes do not turn our close into a reset that loses the ERROR.
     pub linger_ms: u64,
@@ -152,6 +157,7 @@ impl Default for LimitsConfig {
             max_subscriptions: 1_024,
             max_transactions: 16,
             max_tx_frames: 10_000,
+            max_held_frames: 128,
             linger_ms: 1_000,
         }
     }
@@ -167,6 +173,9 @@ pub struct Heartbeat {
     pub recv_ms: u64,
     /// A client is dropped after `grace` × the negotiated interval of silence.
     pub grace: f64,
+    /// A client asking for beats more often than `send_ms`/`recv_ms` gets what it asks
+    /// for, but never more often than this (stompjs `heartbeatIncoming: 1000`).
+    pub min_ms: u64,
 }
 
 impl Default for Heartbeat {
@@ -175,6 +184,7 @@ impl Default for Heartbeat {
             send_ms: 10_000,
             recv_ms: 10_000,
             grace: 1.5,
+            min_ms: 1_000,
         }
     }
 }
@@ -208,11 +218,23 @@ impl Default for Queues {
 }
 
 /// `[topics]`
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Topics {
-    /// What to do with a topic message for a subscriber whose outbox is full.
+    /// What to do with a topic message for a subscriber still full after the grace.
     pub slow_consumer: SlowConsumerPolicy,
+    /// How long a publisher waits for room in a subscriber's full outbox before that
+    /// subscriber counts as slow (and nobody waits for it until it drains below half).
+    pub slow_consumer_grace_ms: u64,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            slow_consumer: SlowConsumerPolicy::Drop,
+            slow_consumer_grace_ms: 1_000,
+        }
+    }
 }
 
 /// Topic policy for a subscriber that cannot keep up.
@@ -234,7 +256,9 @@ pub struct Outbox {
     pub max_frames: usize,
     /// Bytes waiting to be written per connection.
     pub max_bytes: usize,
-    /// A write that makes no progress for this long closes the connection.
+    /// A connection whose socket accepts no byte for this long is closed. Measured
+    /// from the last write that moved bytes, not per batch: a reader that is slow but
+    /// steady is never cut.
     pub write_timeout_ms: u64,
 }
 
@@ -356,7 +380,7 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 15] = [
+        let positive: [(&'static str, u64); 17] = [
             ("limits.max_queues", self.limits.max_queues as u64),
             ("limits.max_connections", self.limits.max_connections as u64),
             (
@@ -374,12 +398,14 @@ impl Config {
                 self.limits.max_subscriptions as u64,
             ),
             ("limits.max_tx_frames", self.limits.max_tx_frames as u64),
+            ("limits.max_held_frames", self.limits.max_held_frames as u64),
             ("queues.max_depth", self.queues.max_depth as u64),
             ("queues.send_timeout_ms", self.queues.send_timeout_ms),
             ("queues.prefetch", self.queues.prefetch as u64),
             ("outbox.max_frames", self.outbox.max_frames as u64),
             ("outbox.max_bytes", self.outbox.max_bytes as u64),
             ("outbox.write_timeout_ms", self.outbox.write_timeout_ms),
+            ("heartbeat.min_ms", self.heartbeat.min_ms),
             ("shutdown.drain_ms", self.shutdown.drain_ms),
         ];
         for (key, value) in positive {

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub messages_out: AtomicU64,
     /// Topic messages dropped for a subscriber whose outbox was full.
     pub slow_consumer_drops: AtomicU64,
+    /// Times a publisher waited a whole `topics.slow_consumer_grace_ms` for a full
+    /// outbox in vain, marking that connection a slow consumer.
+    pub slow_consumer_graces: AtomicU64,
     /// Connections closed because they did not keep up.
     pub slow_consumer_disconnects: AtomicU64,
     /// Queue messages delivered again after NACK or a consumer leaving.

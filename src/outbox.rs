@@ -1,10 +1,17 @@
 //! The per-connection outbox: a bounded queue of encoded frames between whoever
 //! produces them (the router, the session) and the connection's writer task.
 //!
-//! The router only ever calls [`OutboxTx::try_push`]: it must never wait on a consumer.
-//! A full outbox (by frame count or by bytes) is the slow-consumer signal: queues stop
-//! giving that subscription credit and register to be woken ([`Wake`]) once the writer
-//! has drained the outbox below half; topics apply their configured policy.
+//! The router only ever calls [`OutboxTx::try_push`] under its locks: it never waits on
+//! a consumer there. A full outbox (by frame count or by bytes) is the slow-consumer
+//! signal: queues stop giving that subscription credit and register to be woken
+//! ([`Wake`]) once the writer has drained the outbox below half; a topic publisher
+//! waits for room outside every lock ([`OutboxTx::room_for`]) for a bounded grace, and
+//! marks the outbox *slow* ([`OutboxTx::mark_slow`]) when the grace runs out, so that
+//! nobody waits for it again until it has drained below half.
+//!
+//! The outbox knows nothing of queues or acks: a delivery rides in it with an opaque
+//! [`Ticket`], which the writer reports back (written, or maybe written) to whoever
+//! owns the delivery's state — the router.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -12,8 +19,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
-
-use crate::router::AutoAck;
 
 /// Why a connection is being closed; decides the WebSocket close code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +51,16 @@ impl CloseReason {
     }
 }
 
+/// Names one delivery for the router: the subscription's key and the delivery's
+/// sequence number within it. Plain data, so the outbox stays below the router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket {
+    /// The subscription's connection-local key.
+    pub sub: u64,
+    /// The delivery's sequence number within the subscription.
+    pub seq: u64,
+}
+
 /// One item for the writer.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -57,8 +72,9 @@ pub enum Outgoing {
         head: Bytes,
         /// The encoded-once rest of the frame.
         tail: Bytes,
-        /// For auto-ack queue deliveries: settled once written, requeued if never written.
-        auto: Option<AutoAck>,
+        /// Deliveries whose state the router tracks (queue deliveries, client-ack
+        /// subscriptions): reported back once written, returned if never written.
+        ticket: Option<Ticket>,
     },
     /// From now on send a heart-beat after this much write silence.
     Heartbeat(Duration),
@@ -90,6 +106,10 @@ struct State {
     bytes: usize,
     /// Set when the writer is gone: pushes fail from then on.
     closed: bool,
+    /// Set when a publisher waited a whole grace for room in vain; cleared once the
+    /// writer has drained below half. While set, topics apply their slow-consumer
+    /// policy to this connection at once instead of waiting.
+    slow: bool,
     /// Destinations that skipped this connection because the outbox was full.
     starved: Vec<Weak<dyn Wake>>,
 }
@@ -101,7 +121,8 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the writer when the outbox goes from empty to non-empty.
     writer: Notify,
-    /// Wakes a session waiting in [`OutboxTx::push`] once the writer took a batch.
+    /// Wakes a session waiting in [`OutboxTx::push`], and publishers waiting in
+    /// [`OutboxTx::room_for`], once the writer took a batch.
     room: Notify,
     max_frames: usize,
     max_bytes: usize,
@@ -150,14 +171,21 @@ impl OutboxTx {
         !st.closed && st.items.len() < self.0.max_frames && st.bytes < self.0.max_bytes
     }
 
+    /// Whether an item of `len` wire bytes fits now. An empty outbox admits one item
+    /// however large: a message bigger than the whole byte budget (allowed by
+    /// `limits.max_body_bytes`) must still be deliverable; the budget bounds what
+    /// queues up behind it.
+    fn fits(&self, st: &State, len: usize) -> bool {
+        !st.closed
+            && st.items.len() < self.0.max_frames
+            && (len == 0 || st.items.is_empty() || st.bytes + len <= self.0.max_bytes)
+    }
+
     /// Queues `item` unless the outbox is full or closed; gives the item back if not.
     pub fn try_push(&self, item: Outgoing) -> Result<(), Outgoing> {
         let len = item.wire_len();
         let mut st = self.0.lock();
-        if st.closed
-            || st.items.len() >= self.0.max_frames
-            || (len > 0 && st.bytes + len > self.0.max_bytes)
-        {
+        if !self.fits(&st, len) {
             return Err(item);
         }
         let was_empty = st.items.is_empty();
@@ -199,6 +227,65 @@ impl OutboxTx {
         }
     }
 
+    /// Waits until an item of `len` bytes would fit; false if the writer is gone. Call
+    /// it holding no lock, under a deadline: a reader that never reads never makes room.
+    pub async fn room_for(&self, len: usize) -> bool {
+        loop {
+            let room = self.0.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let st = self.0.lock();
+                if st.closed {
+                    return false;
+                }
+                if self.fits(&st, len) {
+                    return true;
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Marks the connection a slow consumer (see the module docs); returns whether it
+    /// was not marked already.
+    pub fn mark_slow(&self) -> bool {
+        !std::mem::replace(&mut self.0.lock().slow, true)
+    }
+
+    /// Whether the connection is marked slow.
+    pub fn is_slow(&self) -> bool {
+        self.0.lock().slow
+    }
+
+    /// Takes every delivery not yet handed to the writer out of the outbox (control
+    /// frames stay) and returns their tickets: a connection that is ending without a
+    /// reader must not have them written into a dead socket and counted as seen.
+    pub fn take_deliveries(&self) -> Vec<Ticket> {
+        self.take_where(|_| true)
+    }
+
+    /// Takes the tracked deliveries of one subscription (UNSUBSCRIBE) out of the outbox.
+    pub fn take_deliveries_of(&self, sub: u64) -> Vec<Ticket> {
+        self.take_where(|t| t.is_some_and(|t| t.sub == sub))
+    }
+
+    fn take_where(&self, mut take: impl FnMut(Option<Ticket>) -> bool) -> Vec<Ticket> {
+        let mut st = self.0.lock();
+        let mut tickets = Vec::new();
+        let mut bytes = st.bytes;
+        st.items.retain(|item| match item {
+            Outgoing::Message { ticket, .. } if take(*ticket) => {
+                bytes -= item.wire_len();
+                tickets.extend(*ticket);
+                false
+            }
+            _ => true,
+        });
+        st.bytes = bytes;
+        tickets
+    }
+
     /// Asks to be woken when the writer has drained this outbox below half.
     pub fn wake_when_ready(&self, who: Weak<dyn Wake>) {
         let mut st = self.0.lock();
@@ -236,15 +323,16 @@ impl OutboxRx {
         }
     }
 
-    /// Wakes starved destinations once the outbox is below half full. Called by the
-    /// writer after each batch, holding no lock.
+    /// Once the outbox is below half full, clears the slow mark and wakes starved
+    /// destinations. Called by the writer after each batch, holding no lock.
     pub fn wake_if_drained(&self) {
         let starved = {
             let mut st = self.0.lock();
-            if st.starved.is_empty()
-                || st.items.len() > self.0.max_frames / 2
-                || st.bytes > self.0.max_bytes / 2
-            {
+            if st.items.len() > self.0.max_frames / 2 || st.bytes > self.0.max_bytes / 2 {
+                return;
+            }
+            st.slow = false;
+            if st.starved.is_empty() {
                 return;
             }
             std::mem::take(&mut st.starved)
@@ -256,8 +344,8 @@ impl OutboxRx {
         }
     }
 
-    /// Stops accepting items and returns what was never written, so queue deliveries
-    /// can be requeued instead of lost.
+    /// Stops accepting items and returns what was never written, so its deliveries
+    /// can be returned instead of lost.
     pub fn close_and_drain(&mut self) -> Vec<Outgoing> {
         let left = {
             let mut st = self.0.lock();
@@ -313,6 +401,58 @@ mod tests {
         assert_eq!(rx.close_and_drain().len(), 1);
         assert!(!tx.push(frame(b"c")).await);
         assert!(tx.try_push(frame(b"c")).is_err());
+    }
+
+    #[test]
+    fn an_empty_outbox_admits_one_item_of_any_size() {
+        let (tx, mut rx) = outbox(4, 10);
+        assert!(tx.try_push(frame(b"0123456789abcdef")).is_ok());
+        assert!(
+            tx.try_push(frame(b"1")).is_err(),
+            "the budget holds behind it"
+        );
+        take(&mut rx);
+        assert!(tx.try_push(frame(b"1")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn room_for_waits_for_the_writer_and_slow_clears_below_half() {
+        let (tx, mut rx) = outbox(2, 100);
+        tx.try_push(frame(b"a")).unwrap();
+        tx.try_push(frame(b"b")).unwrap();
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.room_for(1).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert!(tx.mark_slow());
+        assert!(!tx.mark_slow(), "marked once");
+        take(&mut rx);
+        assert!(waiting.await.unwrap());
+        assert!(tx.is_slow());
+        rx.wake_if_drained();
+        assert!(!tx.is_slow());
+    }
+
+    #[test]
+    fn take_deliveries_keeps_control_frames() {
+        let (tx, mut rx) = outbox(8, 1000);
+        let msg = |seq| Outgoing::Message {
+            head: Bytes::from_static(b"h"),
+            tail: Bytes::from_static(b"t"),
+            ticket: Some(Ticket { sub: 1, seq }),
+        };
+        tx.try_push(msg(0)).unwrap();
+        tx.try_push(frame(b"RECEIPT")).unwrap();
+        tx.try_push(msg(1)).unwrap();
+        assert_eq!(
+            tx.take_deliveries(),
+            vec![Ticket { sub: 1, seq: 0 }, Ticket { sub: 1, seq: 1 }]
+        );
+        let left = take(&mut rx);
+        assert_eq!(left.len(), 1);
+        assert!(matches!(&left[0], Outgoing::Frame(b) if &b[..] == b"RECEIPT"));
     }
 
     struct Flag(AtomicBool);

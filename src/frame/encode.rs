@@ -63,6 +63,14 @@ pub fn encode(frame: &Frame, version: Version, dst: &mut BytesMut) {
     dst.put_u8(0);
 }
 
+/// STOMP 1.0 has no escapes: a name holding `:` or a value holding CR or LF would be
+/// read by a 1.0 client as other headers (a forged `content-length`, a cut body), so
+/// such a header is left out of frames to 1.0 recipients.
+fn representable_in_1_0(name: &str, value: &str) -> bool {
+    let eol = |s: &str| s.bytes().any(|b| b == b'\n' || b == b'\r');
+    !eol(name) && !name.contains(':') && !eol(value)
+}
+
 /// Builders for the two parts of a MESSAGE frame.
 pub struct MessageParts;
 
@@ -112,6 +120,9 @@ impl MessageParts {
         put_header(&mut dst, "destination", destination, v);
         put_header(&mut dst, "message-id", message_id, v);
         for (k, val) in headers.iter() {
+            if version == Version::V1_0 && !representable_in_1_0(k, val) {
+                continue;
+            }
             put_header(&mut dst, k, val, v);
         }
         put_header(&mut dst, "content-length", &body.len().to_string(), None);
@@ -193,6 +204,24 @@ mod tests {
         assert_eq!(f.headers.get("content-length"), Some("5"));
         assert_eq!(&f.body[..], b"\0body");
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn headers_a_1_0_client_cannot_read_are_left_out() {
+        let mut headers = Headers::new();
+        headers.push("evil", "x\ncontent-length:1");
+        headers.push("cr", "x\ry");
+        headers.push("a:b", "c");
+        headers.push("ok", "fine: yes");
+        let tail = MessageParts::tail("/topic/t", "m", &headers, b"hello", Version::V1_0);
+        assert_eq!(
+            &tail[..],
+            b"destination:/topic/t\nmessage-id:m\nok:fine: yes\ncontent-length:5\n\nhello\0"
+        );
+        let tail = MessageParts::tail("/topic/t", "m", &headers, b"hello", Version::V1_1);
+        assert!(
+            tail.starts_with(b"destination:/topic/t\nmessage-id:m\nevil:x\\ncontent-length\\c1\n")
+        );
     }
 
     #[test]

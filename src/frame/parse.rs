@@ -214,6 +214,31 @@ fn decode(raw: &[u8], escaped: bool, version: Version) -> Result<String, FrameEr
     Ok(out)
 }
 
+/// Longest command name: `UNSUBSCRIBE`.
+const LONGEST_COMMAND: usize = 11;
+
+/// Refuses input whose first line is no STOMP command as soon as that is knowable: at
+/// its EOL, or once it is longer than any command. A binary upload or an HTTP request
+/// on the STOMP port gets its ERROR at once instead of after a whole frame's worth.
+fn check_command_line(buf: &[u8]) -> Result<(), FrameError> {
+    let window = &buf[..buf.len().min(LONGEST_COMMAND + 2)];
+    let line = match memchr::memchr(b'\n', window) {
+        Some(lf) => {
+            let line = &window[..lf];
+            line.strip_suffix(b"\r").unwrap_or(line)
+        }
+        None if window.len() > LONGEST_COMMAND + 1 => window,
+        None => return Ok(()),
+    };
+    match Command::from_bytes(line) {
+        Some(_) => Ok(()),
+        None => {
+            let shown: String = String::from_utf8_lossy(line).chars().take(32).collect();
+            Err(FrameError::UnknownCommand(shown))
+        }
+    }
+}
+
 impl Parser {
     /// A parser enforcing `limits`, using STOMP 1.2 escaping until told the version.
     pub fn new(limits: Limits) -> Self {
@@ -250,6 +275,7 @@ impl Parser {
                 },
                 Some(_) => {}
             }
+            check_command_line(buf)?;
             match self.decode_head(buf)? {
                 Some(head) => self.head = Some(head),
                 None => return Ok(None),
@@ -553,6 +579,26 @@ mod tests {
         input.extend_from_slice(body);
         input.push(0);
         assert_eq!(&one_frame(&input).body[..], body);
+    }
+
+    #[test]
+    fn f2_garbage_is_refused_at_the_first_eol_or_beyond_any_command() {
+        let mut p = Parser::new(Limits::default());
+        let mut buf = BytesMut::from(&b"\x89PNG\r\n\x1a\n"[..]);
+        assert!(matches!(
+            p.parse(&mut buf),
+            Err(FrameError::UnknownCommand(_))
+        ));
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1"[..]);
+        assert!(matches!(
+            p.parse(&mut buf),
+            Err(FrameError::UnknownCommand(_))
+        ));
+        // A command still arriving, or complete with its headers to come, is fine.
+        for partial in [&b"UNSUBSCRIB"[..], b"UNSUBSCRIBE\r", b"SEND\r\ndesti"] {
+            let mut buf = BytesMut::from(partial);
+            assert_eq!(p.parse(&mut buf), Ok(None), "{partial:?}");
+        }
     }
 
     #[test]

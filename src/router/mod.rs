@@ -12,16 +12,18 @@
 //! destination has its own mutex. Nothing here awaits while holding a lock: the only
 //! await, for queue depth, happens before the queue's lock is taken.
 
+mod delivery;
 mod message;
 mod pattern;
 mod queue;
 mod subscription;
 mod topic;
 
+pub use delivery::{AckRef, Link, LinkGuard};
 pub use message::Message;
 pub use pattern::Pattern;
 pub use queue::Queue;
-pub use subscription::{AckMode, AutoAck, Subscription, Unacked, Undelivered};
+pub use subscription::{AckMode, Subscription, Undelivered};
 pub use topic::Topic;
 
 use std::collections::HashMap;
@@ -54,10 +56,50 @@ pub enum RouteError {
     NotOwner(String),
 }
 
-/// A SEND waiting for room in a full queue (at most `queues.send_timeout_ms`).
-pub type QueueWait = Pin<Box<dyn Future<Output = Result<(), RouteError>> + Send>>;
+/// A SEND waiting for room: in a full queue (at most `queues.send_timeout_ms`, then
+/// an error), or in topic subscribers' full outboxes (at most
+/// `topics.slow_consumer_grace_ms`, then the slow-consumer policy).
+pub type Wait = Pin<Box<dyn Future<Output = Result<(), RouteError>> + Send>>;
 
-/// What a subscription is attached to, kept by the session for UNSUBSCRIBE and acks.
+/// Where a message will go, with room taken in its queue when it is one.
+#[derive(Debug)]
+pub enum Reservation {
+    /// A topic: nothing to reserve.
+    Topic,
+    /// A queue, and a depth permit once there is room.
+    Queue {
+        /// The queue.
+        queue: Arc<Queue>,
+        /// Room for the message; `None` while the queue is full.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        /// How long [`Reservation::fill`] waits for room.
+        timeout: Duration,
+    },
+    /// A temp queue whose owner is gone: the message is discarded (counted).
+    Nowhere,
+}
+
+impl Reservation {
+    /// Whether the message can be handed on without waiting.
+    pub fn is_ready(&self) -> bool {
+        !matches!(self, Reservation::Queue { permit: None, .. })
+    }
+
+    /// Waits (up to `queues.send_timeout_ms`) for room in a full queue.
+    pub async fn fill(&mut self) -> Result<(), RouteError> {
+        if let Reservation::Queue {
+            queue,
+            permit: permit @ None,
+            timeout,
+        } = self
+        {
+            *permit = Some(queue.reserve(*timeout).await?);
+        }
+        Ok(())
+    }
+}
+
+/// What a subscription is attached to.
 #[derive(Clone, Debug)]
 pub enum Target {
     /// A queue or temp queue.
@@ -81,6 +123,8 @@ pub struct RouterConfig {
     pub dead_letter_prefix: String,
     /// `topics.slow_consumer`.
     pub slow_consumer: SlowConsumerPolicy,
+    /// `topics.slow_consumer_grace_ms`.
+    pub slow_consumer_grace: Duration,
     /// `limits.max_queues`.
     pub max_queues: usize,
 }
@@ -95,6 +139,7 @@ impl RouterConfig {
             max_redeliveries: queues.max_redeliveries,
             dead_letter_prefix: queues.dead_letter_prefix.clone(),
             slow_consumer: config.topics.slow_consumer,
+            slow_consumer_grace: Duration::from_millis(config.topics.slow_consumer_grace_ms),
             max_queues: config.limits.max_queues,
         }
     }
@@ -129,7 +174,15 @@ enum Kind {
 
 fn classify(destination: &str) -> Result<Kind, RouteError> {
     let bad = || RouteError::BadDestination(destination.to_owned());
-    let nonempty = |rest: &str| if rest.is_empty() { Err(bad()) } else { Ok(()) };
+    // Control characters (an escaped LF from a 1.1+ client) would forge headers in the
+    // frames of 1.0 subscribers, who have no escapes.
+    let nonempty = |rest: &str| {
+        if rest.is_empty() || rest.chars().any(char::is_control) {
+            Err(bad())
+        } else {
+            Ok(())
+        }
+    };
     if let Some(rest) = destination.strip_prefix("/queue/") {
         nonempty(rest)?;
         Ok(Kind::Queue)
@@ -247,8 +300,8 @@ impl Router {
         classify(destination).map(|_| ())
     }
 
-    /// Routes a message. Waits (up to `queues.send_timeout_ms`) only when the target
-    /// queue is full; topics never wait.
+    /// Routes a message, waiting (see [`Wait`]) when the queue or a topic subscriber
+    /// is full.
     pub async fn send(&self, message: Message) -> Result<(), RouteError> {
         match self.route(message)? {
             None => Ok(()),
@@ -256,69 +309,121 @@ impl Router {
         }
     }
 
-    /// Routes a message without waiting when it can: topics always, queues with room.
-    /// For a full queue it returns the wait, boxed, so that the common path keeps no
-    /// large future in every session's state.
-    pub fn route(&self, message: Message) -> Result<Option<QueueWait>, RouteError> {
+    /// Routes a message without waiting when it can. For a full queue, or topic
+    /// subscribers with a full outbox, it returns the wait, boxed, so that the common
+    /// path keeps no large future in every session's state.
+    pub fn route(&self, message: Message) -> Result<Option<Wait>, RouteError> {
+        let reservation = self.reserve(&message.destination)?;
+        Ok(self.commit(reservation, message))
+    }
+
+    /// Routing, step one (the only one that can fail): finds or creates the queue a
+    /// message to `destination` goes to and takes room in it if there is any now. A
+    /// transaction reserves for all its SENDs before it applies any.
+    pub fn reserve(&self, destination: &str) -> Result<Reservation, RouteError> {
         let inner = &self.inner;
-        let queue = match classify(&message.destination)? {
-            Kind::Topic => {
-                let message = Arc::new(message);
-                let name = &message.destination[TOPIC.len()..];
-                let topic = inner
-                    .topics
-                    .read()
-                    .expect("router lock poisoned")
-                    .get(&message.destination)
-                    .cloned();
-                let policy = inner.config.slow_consumer;
-                if let Some(topic) = topic {
-                    topic.publish(&message, policy, &inner.metrics);
-                }
-                let delivered = inner
-                    .wildcards
-                    .read()
-                    .expect("router lock poisoned")
-                    .iter()
-                    .filter(|(pattern, sub)| {
-                        pattern.matches(name)
-                            && topic::deliver(sub, &message, policy, &inner.metrics)
-                    })
-                    .count();
-                Metrics::add(&inner.metrics.messages_out, delivered);
-                Metrics::inc(&inner.metrics.messages_in);
-                return Ok(None);
-            }
-            Kind::Queue => inner.queue(&message.destination, None)?,
+        let queue = match classify(destination)? {
+            Kind::Topic => return Ok(Reservation::Topic),
+            Kind::Queue => inner.queue(destination, None)?,
             Kind::TempQueue => {
                 let queue = inner
                     .queues
                     .read()
                     .expect("router lock poisoned")
-                    .get(&message.destination)
+                    .get(destination)
                     .cloned();
-                let Some(queue) = queue else {
+                match queue {
+                    Some(queue) => queue,
                     // Its owner is gone (or never existed): nobody could ever read it.
-                    Metrics::inc(&inner.metrics.discarded);
-                    tracing::debug!(destination = %message.destination, "no such temp queue; message discarded");
-                    return Ok(None);
-                };
-                queue
+                    None => return Ok(Reservation::Nowhere),
+                }
             }
         };
-        if let Some(permit) = queue.try_reserve() {
-            queue.push(Arc::new(message), permit);
-            Metrics::inc(&inner.metrics.messages_in);
-            return Ok(None);
+        let permit = queue.try_reserve();
+        Ok(Reservation::Queue {
+            queue,
+            permit,
+            timeout: inner.config.send_timeout,
+        })
+    }
+
+    /// Routing, step two, which cannot fail: hands the message on with its
+    /// reservation. Returns the wait when a queue reservation has no room yet (it then
+    /// waits up to `queues.send_timeout_ms`) or topic subscribers' outboxes are full.
+    pub fn commit(&self, reservation: Reservation, message: Message) -> Option<Wait> {
+        let inner = &self.inner;
+        match reservation {
+            Reservation::Nowhere => {
+                Metrics::inc(&inner.metrics.discarded);
+                tracing::debug!(destination = %message.destination, "no such temp queue; message discarded");
+                None
+            }
+            Reservation::Topic => self.publish(Arc::new(message)),
+            Reservation::Queue {
+                queue,
+                permit: Some(permit),
+                ..
+            } => {
+                queue.push(Arc::new(message), permit);
+                Metrics::inc(&inner.metrics.messages_in);
+                None
+            }
+            Reservation::Queue {
+                queue,
+                permit: None,
+                timeout,
+            } => {
+                let metrics = inner.metrics.clone();
+                Some(Box::pin(async move {
+                    let permit = queue.reserve(timeout).await?;
+                    queue.push(Arc::new(message), permit);
+                    Metrics::inc(&metrics.messages_in);
+                    Ok(())
+                }))
+            }
         }
-        let timeout = inner.config.send_timeout;
-        let metrics = inner.metrics.clone();
-        Ok(Some(Box::pin(async move {
-            let permit = queue.reserve(timeout).await?;
-            queue.push(Arc::new(message), permit);
-            Metrics::inc(&metrics.messages_in);
+    }
+
+    /// Fans a topic message out to every matching subscriber.
+    fn publish(&self, message: Arc<Message>) -> Option<Wait> {
+        let inner = &self.inner;
+        let name = &message.destination[TOPIC.len()..];
+        let topic = inner
+            .topics
+            .read()
+            .expect("router lock poisoned")
+            .get(&message.destination)
+            .cloned();
+        let mut fanout = topic::Fanout {
+            policy: inner.config.slow_consumer,
+            metrics: inner.metrics.clone(),
+            delivered: 0,
+            blocked: Vec::new(),
+        };
+        if let Some(topic) = topic {
+            topic.publish(&message, &mut fanout);
+        }
+        for (pattern, sub) in inner.wildcards.read().expect("router lock poisoned").iter() {
+            if pattern.matches(name) {
+                fanout.offer(sub, &message);
+            }
+        }
+        Metrics::add(&inner.metrics.messages_out, fanout.delivered);
+        Metrics::inc(&inner.metrics.messages_in);
+        if fanout.blocked.is_empty() {
+            return None;
+        }
+        let grace = inner.config.slow_consumer_grace;
+        let topic::Fanout {
+            policy,
+            metrics,
+            blocked,
+            ..
+        } = fanout;
+        Some(Box::pin(async move {
+            topic::wait_for_room(message, blocked, grace, policy, metrics).await;
             Ok(())
-        })))
+        }))
     }
 
     /// Creates a temp queue owned by `owner` (so replies sent before the owner
@@ -327,69 +432,78 @@ impl Router {
         self.inner.queue(destination, Some(owner)).map(drop)
     }
 
-    /// Attaches a subscription to `destination`.
-    pub fn subscribe(
-        &self,
-        destination: &str,
-        sub: Arc<Subscription>,
-    ) -> Result<Target, RouteError> {
+    /// Attaches a subscription to `destination` (for `Link::subscribe`).
+    fn attach(&self, destination: &str, sub: Arc<Subscription>) -> Result<(), RouteError> {
         let inner = &self.inner;
+        let set = |target: Target| {
+            let _ = sub.target.set(target);
+        };
         match classify(destination)? {
-            Kind::Queue => {
-                let queue = inner.queue(destination, None)?;
+            kind @ (Kind::Queue | Kind::TempQueue) => {
+                let owner = if matches!(kind, Kind::TempQueue) {
+                    if temp_owner(destination) != Some(&*sub.session) {
+                        return Err(RouteError::NotOwner(destination.to_owned()));
+                    }
+                    Some(&sub.session)
+                } else {
+                    None
+                };
+                let queue = inner.queue(destination, owner)?;
+                set(Target::Queue(queue.clone()));
                 queue.add_consumer(sub);
-                Ok(Target::Queue(queue))
             }
-            Kind::TempQueue => {
-                if temp_owner(destination) != Some(&*sub.session) {
-                    return Err(RouteError::NotOwner(destination.to_owned()));
-                }
-                let queue = inner.queue(destination, Some(&sub.session))?;
-                queue.add_consumer(sub);
-                Ok(Target::Queue(queue))
-            }
-            Kind::Topic => {
-                if let Some(pattern) = Pattern::parse(&destination[TOPIC.len()..]) {
+            Kind::Topic => match Pattern::parse(&destination[TOPIC.len()..]) {
+                Some(pattern) => {
+                    set(Target::Wildcard);
                     inner
                         .wildcards
                         .write()
                         .expect("router lock poisoned")
                         .push((pattern, sub));
-                    return Ok(Target::Wildcard);
                 }
-                let mut topics = inner.topics.write().expect("router lock poisoned");
-                let topic = topics
-                    .entry(destination.to_owned())
-                    .or_insert_with(|| Arc::new(Topic::new(destination.to_owned())))
-                    .clone();
-                topic.add(sub);
-                Ok(Target::Topic(topic))
-            }
+                None => {
+                    // Added under the map's lock: a topic emptied meanwhile by its last
+                    // subscriber leaving is removed under the same lock.
+                    let mut topics = inner.topics.write().expect("router lock poisoned");
+                    let topic = topics
+                        .entry(destination.to_owned())
+                        .or_insert_with(|| Arc::new(Topic::new(destination.to_owned())))
+                        .clone();
+                    set(Target::Topic(topic.clone()));
+                    topic.add(sub);
+                }
+            },
         }
+        Ok(())
     }
 
-    /// Detaches a subscription. Unacked queue messages go back to the queue as
-    /// redeliveries; unacked topic messages are dropped (topics keep nothing).
-    pub fn unsubscribe(&self, target: &Target, sub: &Arc<Subscription>) {
-        match target {
-            Target::Queue(queue) => queue.remove_consumer(sub),
-            Target::Topic(topic) => {
+    /// Detaches a subscription from its destination: no more deliveries. Idempotent.
+    fn detach(&self, sub: &Arc<Subscription>) {
+        if sub.detached.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match sub.target.get() {
+            None => {}
+            Some(Target::Queue(queue)) => queue.remove_consumer(sub),
+            Some(Target::Topic(topic)) => {
                 let mut topics = self.inner.topics.write().expect("router lock poisoned");
                 if topic.remove(sub) {
                     topics.remove(&topic.name);
                 }
-                drop(topics);
-                sub.take_all_pending();
             }
-            Target::Wildcard => {
+            Some(Target::Wildcard) => {
                 self.inner
                     .wildcards
                     .write()
                     .expect("router lock poisoned")
                     .retain(|(_, s)| !Arc::ptr_eq(s, sub));
-                sub.take_all_pending();
             }
         }
+    }
+
+    /// Whether `sub` still receives deliveries.
+    fn is_attached(&self, sub: &Subscription) -> bool {
+        !sub.detached.load(Ordering::Acquire)
     }
 
     /// Deletes the temp queues owned by a closing session; their messages are discarded.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Message, RouteError, RouterInner, Subscription, Unacked};
+use super::{Message, RouteError, RouterInner, Subscription};
 use crate::metrics::Metrics;
 use crate::outbox::Wake;
 
@@ -21,14 +21,32 @@ struct Ready {
     message: Arc<Message>,
     redeliveries: u32,
     permit: Option<OwnedSemaphorePermit>,
+    /// The message's place in this queue: the order it is delivered in, kept when it
+    /// comes back.
+    qseq: u64,
+}
+
+/// A delivery coming back unsettled (see `delivery`).
+#[derive(Debug)]
+pub(super) struct Returned {
+    pub message: Arc<Message>,
+    /// Redeliveries before the delivery that is coming back.
+    pub redeliveries: u32,
+    /// Whether the client may have seen it: then it counts as a redelivery.
+    pub seen: bool,
+    pub permit: Option<OwnedSemaphorePermit>,
+    pub qseq: u64,
 }
 
 #[derive(Debug, Default)]
 struct State {
+    /// Waiting messages, ordered by `qseq`.
     ready: VecDeque<Ready>,
     consumers: Vec<Arc<Subscription>>,
     /// Round-robin cursor into `consumers`.
     next: usize,
+    /// The next message's `qseq`.
+    next_qseq: u64,
 }
 
 /// One queue (`/queue/…`, or a connection's `/temp-queue/…`).
@@ -84,10 +102,13 @@ impl Queue {
     /// Enqueues a message holding its depth permit and delivers what can be delivered.
     pub fn push(self: &Arc<Self>, message: Arc<Message>, permit: OwnedSemaphorePermit) {
         let mut st = self.lock();
+        let qseq = st.next_qseq;
+        st.next_qseq += 1;
         st.ready.push_back(Ready {
             message,
             redeliveries: 0,
             permit: Some(permit),
+            qseq,
         });
         self.dispatch_locked(&mut st);
     }
@@ -99,15 +120,12 @@ impl Queue {
         self.dispatch_locked(&mut st);
     }
 
-    /// Removes a consumer; its unacked deliveries come back as redeliveries.
-    pub fn remove_consumer(self: &Arc<Self>, sub: &Arc<Subscription>) {
-        {
-            let mut st = self.lock();
-            st.consumers.retain(|c| !Arc::ptr_eq(c, sub));
-        }
-        let pending = sub.take_all_pending();
-        if !pending.is_empty() {
-            self.requeue(pending, true);
+    /// Removes a consumer. Its deliveries are the link's to settle or return.
+    pub fn remove_consumer(&self, sub: &Arc<Subscription>) {
+        let mut st = self.lock();
+        st.consumers.retain(|c| !Arc::ptr_eq(c, sub));
+        if st.next >= st.consumers.len() {
+            st.next = 0;
         }
     }
 
@@ -116,18 +134,19 @@ impl Queue {
         self.lock().ready.len()
     }
 
-    /// Puts messages back at the head of the queue, in their original order. With
-    /// `delivered`, each counts as a redelivery and one past `max_redeliveries` is
-    /// dead-lettered instead (messages already in a dead-letter queue stay there).
-    pub fn requeue(self: &Arc<Self>, items: Vec<Unacked>, delivered: bool) {
+    /// Takes messages back, each into its original place in the queue order, so that
+    /// per-producer order holds however and whenever they come back. One the client
+    /// may have seen counts as a redelivery, and one past `max_redeliveries` is
+    /// dead-lettered instead (messages in a dead-letter queue, or a temp queue, stay).
+    pub(super) fn requeue(self: &Arc<Self>, items: Vec<Returned>) {
         let Some(router) = self.router.upgrade() else {
             return;
         };
         let is_dlq = router.is_dead_letter_queue(&self.name);
         let mut back = Vec::with_capacity(items.len());
         for item in items {
-            let redeliveries = item.redeliveries + u32::from(delivered);
-            if delivered
+            let redeliveries = item.redeliveries + u32::from(item.seen);
+            if item.seen
                 && !is_dlq
                 && self.owner.is_none()
                 && redeliveries > router.config.max_redeliveries
@@ -136,18 +155,23 @@ impl Queue {
                 router.dead_letter(&self.name, &item.message);
                 continue;
             }
-            if delivered {
+            if item.seen {
                 Metrics::inc(&router.metrics.redeliveries);
             }
             back.push(Ready {
                 message: item.message,
                 redeliveries,
                 permit: item.permit,
+                qseq: item.qseq,
             });
         }
+        back.sort_unstable_by_key(|r| r.qseq);
         let mut st = self.lock();
+        // Usually everything returned is older than everything waiting: then each
+        // insert is at the front, O(1).
         for r in back.into_iter().rev() {
-            st.ready.push_front(r);
+            let at = st.ready.partition_point(|x| x.qseq < r.qseq);
+            st.ready.insert(at, r);
         }
         self.dispatch_locked(&mut st);
     }
@@ -176,12 +200,13 @@ impl Queue {
             st.next = (idx + 1) % n;
             let consumer = st.consumers[idx].clone();
             let r = st.ready.pop_front().expect("checked non-empty");
-            if let Err(back) = consumer.deliver(r.message, r.redeliveries, r.permit, Some(self)) {
+            if let Err(back) = consumer.deliver(r.message, r.redeliveries, r.permit, r.qseq) {
                 // Lost a race with the outbox filling up: keep the message first in line.
                 st.ready.push_front(Ready {
                     message: back.message,
                     redeliveries: r.redeliveries,
                     permit: back.permit,
+                    qseq: r.qseq,
                 });
                 // Its writer wakes us once it has drained; until then stop here rather
                 // than spin on a consumer whose credit check raced its outbox.

@@ -1,21 +1,17 @@
-//! A subscription as destinations see it: where to deliver, how acks work, and the
-//! deliveries still waiting for an ACK.
-//!
-//! Pending acks live here, behind the subscription's own small mutex, rather than in
-//! the session: the destination records a delivery at the moment it pushes it, and the
-//! session settles ACK/NACK without taking any destination lock.
+//! A subscription as destinations see it: where to deliver, how acks work, and (in
+//! [`super::delivery`]) the deliveries whose fate is not settled yet.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use super::{Message, Queue};
+use super::delivery::{Delivery, Pending};
+use super::{Message, Target};
 use crate::frame::{MessageParts, Version};
-use crate::outbox::{OutboxTx, Outgoing};
+use crate::outbox::{OutboxTx, Outgoing, Ticket};
 
 /// The SUBSCRIBE `ack` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,25 +36,6 @@ impl AckMode {
     }
 }
 
-/// A delivery waiting for ACK or NACK.
-#[derive(Debug)]
-pub struct Unacked {
-    /// Sequence number within the subscription (the second half of the ack id).
-    pub seq: u64,
-    /// The message.
-    pub message: Arc<Message>,
-    /// How many times it had been redelivered before this delivery.
-    pub redeliveries: u32,
-    /// For queue messages: the queue-depth permit, released when settled.
-    pub permit: Option<OwnedSemaphorePermit>,
-}
-
-#[derive(Debug, Default)]
-struct Pending {
-    next_seq: u64,
-    items: VecDeque<Unacked>,
-}
-
 /// One SUBSCRIBE of one session.
 #[derive(Debug)]
 pub struct Subscription {
@@ -78,14 +55,19 @@ pub struct Subscription {
     pub outbox: OutboxTx,
     /// Cancelled to disconnect the session when it is a slow topic consumer.
     pub kill: CancellationToken,
+    /// What it is attached to, set once by `Router::attach`.
+    pub(super) target: OnceLock<Target>,
+    /// Set once detached from its destination (UNSUBSCRIBE, or the connection ending).
+    pub(super) detached: AtomicBool,
     /// `MESSAGE\nsubscription:<id>\n`, encoded once.
     prefix: Bytes,
     /// Deliveries counted against `prefetch`.
     in_flight: AtomicUsize,
+    /// Deliveries not settled yet; see [`super::delivery`].
     pending: Mutex<Pending>,
 }
 
-/// What a failed delivery hands back to the destination.
+/// What a failed delivery hands back to the queue.
 pub struct Undelivered {
     /// The message.
     pub message: Arc<Message>,
@@ -116,6 +98,8 @@ impl Subscription {
             version,
             outbox,
             kill,
+            target: OnceLock::new(),
+            detached: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             pending: Mutex::new(Pending::default()),
         }
@@ -131,80 +115,64 @@ impl Subscription {
         self.in_flight.load(Ordering::Acquire) >= self.prefetch
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().expect("subscription lock poisoned")
     }
 
-    /// Pushes one delivery into the outbox. For client modes the delivery is recorded as
-    /// pending first; for auto-ack queue deliveries `queue` makes the writer settle it.
-    /// On a full outbox everything is undone and the message handed back.
-    pub fn deliver(
-        self: &Arc<Self>,
-        message: Arc<Message>,
-        redeliveries: u32,
-        permit: Option<OwnedSemaphorePermit>,
-        queue: Option<&Arc<Queue>>,
-    ) -> Result<(), Undelivered> {
-        if self.ack == AckMode::Auto && queue.is_none() && redeliveries == 0 {
-            // Topic fan-out: subscribers that share a subscription id (every stompjs
-            // client's first one is `sub-0`) get the very same frame bytes.
+    /// Frees `n` units of prefetch credit; returns the count before.
+    pub(super) fn release_credit(&self, n: usize) -> usize {
+        self.in_flight.fetch_sub(n, Ordering::AcqRel)
+    }
+
+    /// One topic delivery. Auto-ack subscriptions are not tracked: their frame is the
+    /// whole, shared encoding (subscribers that share a subscription id, as every
+    /// stompjs client's first one is `sub-0`, get the very same bytes). Client-ack ones
+    /// are tracked for their ack ids and window. On a full outbox nothing is recorded
+    /// and it returns false.
+    pub fn deliver_topic(self: &Arc<Self>, message: &Arc<Message>) -> bool {
+        if self.ack == AckMode::Auto {
             let (head, tail) = message.frame_for(&self.prefix, self.version);
             return self
                 .outbox
                 .try_push(Outgoing::Message {
                     head,
                     tail,
-                    auto: None,
+                    ticket: None,
                 })
-                .map_err(|_| Undelivered {
-                    message,
-                    permit: None,
-                });
+                .is_ok();
         }
+        self.deliver(message.clone(), 0, None, 0).is_ok()
+    }
+
+    /// Pushes one tracked delivery into the outbox (queue messages in every ack mode,
+    /// topic messages in client modes): recorded as pending with a [`Ticket`] the writer
+    /// reports back. `qseq` is the message's place in its queue's order. On a full
+    /// outbox nothing is recorded and the message is handed back.
+    pub fn deliver(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        redeliveries: u32,
+        permit: Option<OwnedSemaphorePermit>,
+        qseq: u64,
+    ) -> Result<(), Undelivered> {
         let tail = message.tail(self.version);
-        if self.ack == AckMode::Auto {
-            let auto = queue.map(|q| AutoAck {
-                queue: q.clone(),
-                sub: self.clone(),
-                message: message.clone(),
-                redeliveries,
-                permit,
-            });
-            if auto.is_some() {
-                self.in_flight.fetch_add(1, Ordering::AcqRel);
-            }
-            let head = MessageParts::head(&self.prefix, None, redeliveries);
-            return match self.outbox.try_push(Outgoing::Message { head, tail, auto }) {
-                Ok(()) => Ok(()),
-                Err(Outgoing::Message { auto: Some(a), .. }) => {
-                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    Err(Undelivered {
-                        message: a.message,
-                        permit: a.permit,
-                    })
-                }
-                Err(_) => Err(Undelivered {
-                    message,
-                    permit: None,
-                }),
-            };
-        }
         let mut pending = self.lock();
-        let seq = pending.next_seq;
-        let ack_id = format!("{}-{}", self.key, seq);
-        let head = MessageParts::head(&self.prefix, Some(&ack_id), redeliveries);
-        match self.outbox.try_push(Outgoing::Message {
-            head,
-            tail,
-            auto: None,
-        }) {
+        let seq = pending.next_seq();
+        let ack_id = (self.ack != AckMode::Auto).then(|| format!("{}-{}", self.key, seq));
+        let head = MessageParts::head(&self.prefix, ack_id.as_deref(), redeliveries);
+        let ticket = Some(Ticket { sub: self.key, seq });
+        match self
+            .outbox
+            .try_push(Outgoing::Message { head, tail, ticket })
+        {
             Ok(()) => {
-                pending.next_seq += 1;
-                pending.items.push_back(Unacked {
+                pending.record(Delivery {
                     seq,
                     message,
                     redeliveries,
                     permit,
+                    qseq,
+                    written: false,
                 });
                 self.in_flight.fetch_add(1, Ordering::AcqRel);
                 Ok(())
@@ -213,80 +181,9 @@ impl Subscription {
         }
     }
 
-    /// Settles the delivery `seq` (and, in `client` mode, every earlier one). `None`
-    /// when no such delivery is pending: unknown or already settled.
-    pub fn settle(&self, seq: u64) -> Option<Vec<Unacked>> {
-        let mut pending = self.lock();
-        let pos = pending.items.iter().position(|u| u.seq == seq)?;
-        Some(self.take(&mut pending, pos))
-    }
-
-    /// Settles by `message-id`, for STOMP 1.0/1.1 clients that ack that way.
-    pub fn settle_message_id(&self, message_id: &str) -> Option<Vec<Unacked>> {
-        let mut pending = self.lock();
-        let pos = pending
-            .items
-            .iter()
-            .position(|u| u.message.id == message_id)?;
-        Some(self.take(&mut pending, pos))
-    }
-
-    fn take(&self, pending: &mut Pending, pos: usize) -> Vec<Unacked> {
-        let taken: Vec<Unacked> = match self.ack {
-            AckMode::Client => pending.items.drain(..=pos).collect(),
-            _ => pending.items.remove(pos).into_iter().collect(),
-        };
-        self.in_flight.fetch_sub(taken.len(), Ordering::AcqRel);
-        taken
-    }
-
-    /// Everything still pending, for requeueing when the subscription ends.
-    pub fn take_all_pending(&self) -> Vec<Unacked> {
-        let mut pending = self.lock();
-        let taken: Vec<Unacked> = pending.items.drain(..).collect();
-        self.in_flight.fetch_sub(taken.len(), Ordering::AcqRel);
-        taken
-    }
-
     /// Parses an ack id we handed out into (subscription key, sequence).
     pub fn parse_ack_id(id: &str) -> Option<(u64, u64)> {
         let (key, seq) = id.split_once('-')?;
         Some((key.parse().ok()?, seq.parse().ok()?))
-    }
-}
-
-/// An auto-ack queue delivery riding in the outbox. The writer calls [`AutoAck::written`]
-/// once the frame is on the wire; one that is never written is requeued with
-/// [`AutoAck::unwritten`], so a connection dying with a full outbox loses nothing.
-#[derive(Debug)]
-pub struct AutoAck {
-    queue: Arc<Queue>,
-    sub: Arc<Subscription>,
-    message: Arc<Message>,
-    redeliveries: u32,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl AutoAck {
-    /// The frame was written: free the queue slot and, if this subscription's window was
-    /// full, let the queue deliver more.
-    pub fn written(self) {
-        let before = self.sub.in_flight.fetch_sub(1, Ordering::AcqRel);
-        drop(self.permit);
-        if before >= self.sub.prefetch {
-            self.queue.dispatch();
-        }
-    }
-
-    /// The frame was never written: put the message back at the head of its queue.
-    pub fn unwritten(self) {
-        self.sub.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let item = Unacked {
-            seq: 0,
-            message: self.message,
-            redeliveries: self.redeliveries,
-            permit: self.permit,
-        };
-        self.queue.requeue(vec![item], false);
     }
 }

@@ -21,6 +21,7 @@ fn router(policy: SlowConsumerPolicy) -> Router {
         ..Config::default()
     };
     config.topics.slow_consumer = policy;
+    config.topics.slow_consumer_grace_ms = 20;
     config.limits.max_queues = 8;
     Router::new(RouterConfig::new(&config), Arc::new(Metrics::default()))
 }
@@ -40,15 +41,21 @@ fn sub(key: u64, ack: AckMode, prefetch: usize, frames: usize) -> (Arc<Subscript
     (Arc::new(s), rx)
 }
 
-/// Drains an outbox into parsed MESSAGE frames, marking auto-ack deliveries written.
-fn drain(rx: &mut OutboxRx) -> Vec<crate::frame::Frame> {
+fn link(r: &Router) -> LinkGuard {
+    Link::open(r.clone(), "s1".into())
+}
+
+/// Drains an outbox into parsed MESSAGE frames, reporting them written to `link` as
+/// the writer does.
+fn drain(rx: &mut OutboxRx, link: &Link) -> Vec<crate::frame::Frame> {
     let mut out = Vec::new();
     let mut batch = std::collections::VecDeque::new();
     if futures_util::FutureExt::now_or_never(rx.recv_batch(&mut batch)).is_none() {
         return out;
     }
+    let mut tickets = Vec::new();
     for item in batch {
-        if let Outgoing::Message { head, tail, auto } = item {
+        if let Outgoing::Message { head, tail, ticket } = item {
             let mut buf = bytes::BytesMut::new();
             buf.extend_from_slice(&head);
             buf.extend_from_slice(&tail);
@@ -56,12 +63,16 @@ fn drain(rx: &mut OutboxRx) -> Vec<crate::frame::Frame> {
             {
                 out.push(f);
             }
-            if let Some(a) = auto {
-                a.written();
-            }
+            tickets.extend(ticket);
         }
     }
+    link.written(&tickets);
     out
+}
+
+fn ack_ref(link: &Link, f: &crate::frame::Frame) -> AckRef {
+    let (key, seq) = Subscription::parse_ack_id(f.headers.get("ack").unwrap()).unwrap();
+    link.find(key, seq).expect("pending")
 }
 
 async fn send(r: &Router, dest: &str, body: &'static str) -> Result<(), RouteError> {
@@ -76,15 +87,16 @@ async fn send(r: &Router, dest: &str, body: &'static str) -> Result<(), RouteErr
 #[tokio::test]
 async fn queue_round_robin_one_consumer_per_message() {
     let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
     let (a, mut ra) = sub(1, AckMode::Auto, 100, 100);
     let (b, mut rb) = sub(2, AckMode::Auto, 100, 100);
-    r.subscribe("/queue/q", a).unwrap();
-    r.subscribe("/queue/q", b).unwrap();
+    l.subscribe("/queue/q", a).unwrap();
+    l.subscribe("/queue/q", b).unwrap();
     for body in ["1", "2", "3", "4"] {
         send(&r, "/queue/q", body).await.unwrap();
     }
-    let got_a: Vec<_> = drain(&mut ra).iter().map(|f| f.body.clone()).collect();
-    let got_b: Vec<_> = drain(&mut rb).iter().map(|f| f.body.clone()).collect();
+    let got_a: Vec<_> = drain(&mut ra, &l).iter().map(|f| f.body.clone()).collect();
+    let got_b: Vec<_> = drain(&mut rb, &l).iter().map(|f| f.body.clone()).collect();
     assert_eq!(got_a, vec![Bytes::from("1"), Bytes::from("3")]);
     assert_eq!(got_b, vec![Bytes::from("2"), Bytes::from("4")]);
 }
@@ -101,9 +113,10 @@ async fn queue_keeps_messages_until_a_consumer_comes_and_bounds_depth() {
         send(&r, "/queue/later", "over").await,
         Err(RouteError::QueueFull("/queue/later".into()))
     );
+    let l = link(&r);
     let (a, mut ra) = sub(1, AckMode::Auto, 100, 100);
-    r.subscribe("/queue/later", a).unwrap();
-    let got = drain(&mut ra);
+    l.subscribe("/queue/later", a).unwrap();
+    let got = drain(&mut ra, &l);
     assert_eq!(got.len(), 10);
     assert_eq!(&got[0].body[..], b"first");
     // Written auto-ack deliveries free their depth permits.
@@ -113,68 +126,62 @@ async fn queue_keeps_messages_until_a_consumer_comes_and_bounds_depth() {
 #[tokio::test]
 async fn prefetch_window_limits_unacked_and_ack_frees_credit() {
     let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
     let (a, mut ra) = sub(1, AckMode::ClientIndividual, 2, 100);
-    let Target::Queue(q) = r.subscribe("/queue/w", a.clone()).unwrap() else {
-        panic!("queue target")
-    };
+    l.subscribe("/queue/w", a).unwrap();
     for _ in 0..5 {
         send(&r, "/queue/w", "m").await.unwrap();
     }
-    let first = drain(&mut ra);
+    let first = drain(&mut ra, &l);
     assert_eq!(first.len(), 2);
-    let ack = first[0].headers.get("ack").unwrap();
-    let (_, seq) = Subscription::parse_ack_id(ack).unwrap();
-    assert_eq!(a.settle(seq).unwrap().len(), 1);
-    assert!(a.settle(seq).is_none(), "settling twice is unknown");
-    assert!(
-        drain(&mut ra).is_empty(),
-        "no delivery until the queue is poked"
-    );
-    // The session pokes the queue after an ACK.
-    q.dispatch();
-    assert_eq!(drain(&mut ra).len(), 1);
+    let found = ack_ref(&l, &first[0]);
+    assert!(l.settle(&found, false));
+    assert!(!l.settle(&found, false), "settling twice is unknown");
+    // The ACK freed credit: the queue delivers the next one.
+    assert_eq!(drain(&mut ra, &l).len(), 1);
 }
 
 #[tokio::test]
 async fn client_mode_ack_is_cumulative() {
     let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
     let (a, mut ra) = sub(1, AckMode::Client, 100, 100);
-    r.subscribe("/queue/c", a.clone()).unwrap();
+    l.subscribe("/queue/c", a).unwrap();
     for _ in 0..3 {
         send(&r, "/queue/c", "m").await.unwrap();
     }
-    let got = drain(&mut ra);
-    let (_, seq) = Subscription::parse_ack_id(got[1].headers.get("ack").unwrap()).unwrap();
-    assert_eq!(a.settle(seq).unwrap().len(), 2);
-    assert_eq!(a.take_all_pending().len(), 1);
+    let got = drain(&mut ra, &l);
+    assert!(l.settle(&ack_ref(&l, &got[1]), false));
+    assert!(l.find(1, 0).is_none(), "settled with the later one");
+    assert!(l.find(1, 2).is_some());
 }
 
 #[tokio::test]
 async fn nack_redelivers_then_dead_letters() {
     let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
     let (a, mut ra) = sub(1, AckMode::ClientIndividual, 100, 100);
-    let Target::Queue(q) = r.subscribe("/queue/n", a.clone()).unwrap() else {
-        panic!()
-    };
+    l.subscribe("/queue/n", a).unwrap();
     send(&r, "/queue/n", "poison").await.unwrap();
-    let first = drain(&mut ra);
+    let first = drain(&mut ra, &l);
     assert_eq!(first[0].headers.get("redelivered"), None);
-    let (_, seq) = Subscription::parse_ack_id(first[0].headers.get("ack").unwrap()).unwrap();
-    q.requeue(a.settle(seq).unwrap(), true);
-    let second = drain(&mut ra);
+    assert!(l.settle(&ack_ref(&l, &first[0]), true));
+    let second = drain(&mut ra, &l);
     assert_eq!(second[0].headers.get("redelivered"), Some("true"));
     assert_eq!(second[0].headers.get("redelivery-count"), Some("1"));
     assert_eq!(
         second[0].headers.get("message-id"),
         first[0].headers.get("message-id")
     );
-    let (_, seq) = Subscription::parse_ack_id(second[0].headers.get("ack").unwrap()).unwrap();
-    q.requeue(a.settle(seq).unwrap(), true);
-    assert!(drain(&mut ra).is_empty(), "max_redeliveries = 1 exhausted");
+    assert!(l.settle(&ack_ref(&l, &second[0]), true));
+    assert!(
+        drain(&mut ra, &l).is_empty(),
+        "max_redeliveries = 1 exhausted"
+    );
     assert_eq!(r.queue_depth("/queue/DLQ.n"), Some(1));
     let (d, mut rd) = sub(2, AckMode::Auto, 100, 100);
-    r.subscribe("/queue/DLQ.n", d).unwrap();
-    let dead = drain(&mut rd);
+    l.subscribe("/queue/DLQ.n", d).unwrap();
+    let dead = drain(&mut rd, &l);
     assert_eq!(
         dead[0].headers.get("original-destination"),
         Some("/queue/n")
@@ -183,39 +190,103 @@ async fn nack_redelivers_then_dead_letters() {
 }
 
 #[tokio::test]
+async fn returned_deliveries_keep_queue_order_and_mark_only_what_was_seen() {
+    let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
+    let (a, mut ra) = sub(1, AckMode::Auto, 100, 100);
+    let (b, mut rb) = sub(2, AckMode::Auto, 100, 100);
+    l.subscribe("/queue/o", a).unwrap();
+    l.subscribe("/queue/o", b).unwrap();
+    for i in 0..6 {
+        send(&r, "/queue/o", ["0", "1", "2", "3", "4", "5"][i])
+            .await
+            .unwrap();
+    }
+    // a holds 0, 2, 4 and b holds 1, 3, 5; a's first is in a write that failed.
+    let mut batch = std::collections::VecDeque::new();
+    futures_util::FutureExt::now_or_never(ra.recv_batch(&mut batch)).unwrap();
+    let Some(Outgoing::Message { ticket, .. }) = batch.front() else {
+        panic!()
+    };
+    l.maybe_written(&[ticket.unwrap()]);
+    drop(rb.close_and_drain());
+    l.close();
+    let l2 = link(&r);
+    let (c, mut rc) = sub(3, AckMode::Auto, 100, 100);
+    l2.subscribe("/queue/o", c).unwrap();
+    let got = drain(&mut rc, &l2);
+    let bodies: Vec<_> = got.iter().map(|f| f.body.clone()).collect();
+    assert_eq!(bodies, ["0", "1", "2", "3", "4", "5"]);
+    assert_eq!(got[0].headers.get("redelivered"), Some("true"));
+    assert!(
+        got[1..]
+            .iter()
+            .all(|f| f.headers.get("redelivered").is_none())
+    );
+}
+
+#[test]
+fn a_link_dropped_by_a_panic_leaves_nothing_registered() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let r = router(SlowConsumerPolicy::Drop);
+    let (a, _ra) = sub(1, AckMode::ClientIndividual, 100, 100);
+    let panicking = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let l = link(&r);
+        l.subscribe("/queue/z", a).unwrap();
+        rt.block_on(send(&r, "/queue/z", "held")).unwrap();
+        panic!("a session task panics");
+    }));
+    assert!(panicking.is_err());
+    // The message comes back, and the next consumer is the only one.
+    let l = link(&r);
+    let (b, mut rb) = sub(2, AckMode::Auto, 100, 100);
+    l.subscribe("/queue/z", b).unwrap();
+    let got = drain(&mut rb, &l);
+    assert_eq!(got.len(), 1);
+    rt.block_on(send(&r, "/queue/z", "next")).unwrap();
+    assert_eq!(drain(&mut rb, &l).len(), 1, "no zombie consumer took it");
+}
+
+#[tokio::test]
 async fn topic_fans_out_and_wildcards_match() {
     let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
     let (a, mut ra) = sub(1, AckMode::Auto, 100, 100);
     let (b, mut rb) = sub(2, AckMode::Auto, 100, 100);
     let (star, mut rs) = sub(3, AckMode::Auto, 100, 100);
     let (hash, mut rh) = sub(4, AckMode::Auto, 100, 100);
-    r.subscribe("/topic/a.b", a).unwrap();
-    r.subscribe("/topic/a.b", b).unwrap();
-    r.subscribe("/topic/a.*", star).unwrap();
-    r.subscribe("/topic/#", hash).unwrap();
+    l.subscribe("/topic/a.b", a).unwrap();
+    l.subscribe("/topic/a.b", b).unwrap();
+    l.subscribe("/topic/a.*", star).unwrap();
+    l.subscribe("/topic/#", hash).unwrap();
     send(&r, "/topic/a.b", "ab").await.unwrap();
     send(&r, "/topic/a.b.c", "abc").await.unwrap();
     send(&r, "/topic/nobody", "lost").await.unwrap();
-    assert_eq!(drain(&mut ra).len(), 1);
-    assert_eq!(drain(&mut rb).len(), 1);
-    let s = drain(&mut rs);
+    assert_eq!(drain(&mut ra, &l).len(), 1);
+    assert_eq!(drain(&mut rb, &l).len(), 1);
+    let s = drain(&mut rs, &l);
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].headers.get("destination"), Some("/topic/a.b"));
-    assert_eq!(drain(&mut rh).len(), 3);
+    assert_eq!(drain(&mut rh, &l).len(), 3);
 }
 
 #[tokio::test]
 async fn slow_topic_consumer_is_dropped_or_disconnected_without_blocking_others() {
     for policy in [SlowConsumerPolicy::Drop, SlowConsumerPolicy::Disconnect] {
         let r = router(policy);
+        let l = link(&r);
         let (slow, _never_read) = sub(1, AckMode::Auto, 100, 2);
         let (fast, mut rf) = sub(2, AckMode::Auto, 100, 100);
-        r.subscribe("/topic/t", slow.clone()).unwrap();
-        r.subscribe("/topic/t", fast).unwrap();
+        l.subscribe("/topic/t", slow.clone()).unwrap();
+        l.subscribe("/topic/t", fast).unwrap();
         for _ in 0..10 {
             send(&r, "/topic/t", "m").await.unwrap();
         }
-        assert_eq!(drain(&mut rf).len(), 10);
+        assert_eq!(drain(&mut rf, &l).len(), 10);
+        // The publisher waited one grace for it, once: then it was the slow consumer.
+        assert_eq!(Metrics::get(&r.metrics().slow_consumer_graces), 1);
         match policy {
             SlowConsumerPolicy::Drop => {
                 assert_eq!(Metrics::get(&r.metrics().slow_consumer_drops), 8);
@@ -229,22 +300,24 @@ async fn slow_topic_consumer_is_dropped_or_disconnected_without_blocking_others(
 #[tokio::test]
 async fn full_outbox_stops_queue_credit_and_wakes_when_drained() {
     let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
     let (a, mut ra) = sub(1, AckMode::ClientIndividual, 100, 2);
-    r.subscribe("/queue/o", a).unwrap();
+    l.subscribe("/queue/o", a).unwrap();
     for _ in 0..5 {
         send(&r, "/queue/o", "m").await.unwrap();
     }
-    assert_eq!(drain(&mut ra).len(), 2);
+    assert_eq!(drain(&mut ra, &l).len(), 2);
     assert_eq!(r.queue_depth("/queue/o"), Some(3));
     ra.wake_if_drained();
-    assert_eq!(drain(&mut ra).len(), 2);
+    assert_eq!(drain(&mut ra, &l).len(), 2);
 }
 
 #[tokio::test]
 async fn temp_queues_are_private_and_removed_with_their_owner() {
     let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
     let (mine, _rx) = sub(1, AckMode::Auto, 100, 100);
-    assert!(r.subscribe("/temp-queue/s1/replies", mine).is_ok());
+    assert!(l.subscribe("/temp-queue/s1/replies", mine).is_ok());
     let (tx, _rx2) = outbox(4, 1024);
     let other = Arc::new(Subscription::new(
         "s2".into(),
@@ -256,11 +329,12 @@ async fn temp_queues_are_private_and_removed_with_their_owner() {
         tx,
         CancellationToken::new(),
     ));
+    let l2 = Link::open(r.clone(), "s2".into());
     assert_eq!(
-        r.subscribe("/temp-queue/s1/replies", other).unwrap_err(),
+        l2.subscribe("/temp-queue/s1/replies", other).unwrap_err(),
         RouteError::NotOwner("/temp-queue/s1/replies".into())
     );
-    r.remove_temp_queues("s1");
+    drop(l);
     assert_eq!(r.queue_depth("/temp-queue/s1/replies"), None);
     send(&r, "/temp-queue/s1/replies", "late").await.unwrap();
     assert_eq!(Metrics::get(&r.metrics().discarded), 1);
@@ -269,7 +343,14 @@ async fn temp_queues_are_private_and_removed_with_their_owner() {
 #[test]
 fn destinations_need_a_known_prefix_and_a_name() {
     let r = router(SlowConsumerPolicy::Drop);
-    for bad in ["foo", "/queue/", "/topic/", "/exchange/x", ""] {
+    for bad in [
+        "foo",
+        "/queue/",
+        "/topic/",
+        "/exchange/x",
+        "",
+        "/queue/a\nb",
+    ] {
         assert!(r.check_destination(bad).is_err(), "{bad}");
     }
     for good in ["/queue/a", "/topic/a.b", "/temp-queue/x"] {
@@ -297,8 +378,9 @@ async fn topic_subscribers_sharing_an_id_get_the_same_frame_bytes() {
     let (a, mut ra) = mk(1, "sub-0");
     let (b, mut rb) = mk(2, "sub-0");
     let (c, mut rc) = mk(3, "other");
+    let l = link(&r);
     for s in [a, b, c] {
-        r.subscribe("/topic/same", s).unwrap();
+        l.subscribe("/topic/same", s).unwrap();
     }
     send(&r, "/topic/same", "payload").await.unwrap();
     let first = |rx: &mut OutboxRx| {

@@ -1,7 +1,15 @@
 //! Topics: every current subscriber gets every message. Nothing is kept for
 //! subscribers that arrive later.
+//!
+//! Flow control instead of loss: a subscriber whose outbox is momentarily full does
+//! not lose the message. The publisher waits for room — outside every lock, after
+//! every other subscriber has its copy — for at most `topics.slow_consumer_grace_ms`.
+//! A subscriber still full after the grace is the slow consumer: its outbox is marked
+//! slow, the policy (`drop`, counted, or `disconnect`) applies to it, and no publisher
+//! waits for it again until it has drained below half.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{Message, Subscription};
 use crate::config::SlowConsumerPolicy;
@@ -38,35 +46,42 @@ impl Topic {
         subs.is_empty()
     }
 
-    /// Delivers to every subscriber.
-    pub(super) fn publish(
-        &self,
-        message: &Arc<Message>,
-        policy: SlowConsumerPolicy,
-        metrics: &Metrics,
-    ) {
-        let delivered = self
-            .lock()
-            .iter()
-            .filter(|sub| deliver(sub, message, policy, metrics))
-            .count();
-        Metrics::add(&metrics.messages_out, delivered);
+    /// Delivers to every subscriber; those with a full outbox land in `blocked`.
+    pub(super) fn publish(&self, message: &Arc<Message>, fanout: &mut Fanout) {
+        for sub in self.lock().iter() {
+            fanout.offer(sub, message);
+        }
     }
 }
 
-/// One topic delivery. A subscriber whose outbox is full, or whose client-ack window is
-/// full of unacknowledged messages, is a slow consumer and gets the configured policy;
-/// the publisher and the other subscribers never wait for it. Returns whether it was
-/// delivered (the caller counts, once per publish rather than per subscriber).
-pub(super) fn deliver(
-    sub: &Arc<Subscription>,
-    message: &Arc<Message>,
-    policy: SlowConsumerPolicy,
-    metrics: &Metrics,
-) -> bool {
-    if !sub.window_full() && sub.deliver(message.clone(), 0, None, None).is_ok() {
-        return true;
+/// One publish's fan-out: counts deliveries, applies the policy to subscribers already
+/// known slow, and collects the ones worth waiting for.
+pub(super) struct Fanout {
+    pub policy: SlowConsumerPolicy,
+    pub metrics: Arc<Metrics>,
+    pub delivered: usize,
+    pub blocked: Vec<Arc<Subscription>>,
+}
+
+impl Fanout {
+    /// One topic delivery attempt, under the destination's lock: never waits.
+    pub(super) fn offer(&mut self, sub: &Arc<Subscription>, message: &Arc<Message>) {
+        // A client-ack subscription whose window is full of unacknowledged messages
+        // will not make room by reading: it gets the policy at once.
+        if sub.window_full() {
+            slow(sub, self.policy, &self.metrics);
+        } else if sub.deliver_topic(message) {
+            self.delivered += 1;
+        } else if sub.outbox.is_slow() || sub.outbox.is_closed() {
+            slow(sub, self.policy, &self.metrics);
+        } else {
+            self.blocked.push(sub.clone());
+        }
     }
+}
+
+/// The policy for a slow consumer: drop (counted) or disconnect.
+fn slow(sub: &Subscription, policy: SlowConsumerPolicy, metrics: &Metrics) {
     match policy {
         SlowConsumerPolicy::Drop => Metrics::inc(&metrics.slow_consumer_drops),
         SlowConsumerPolicy::Disconnect => {
@@ -76,5 +91,49 @@ pub(super) fn deliver(
             }
         }
     }
-    false
+}
+
+/// The publisher's wait for subscribers whose outbox was full: holding no lock, all of
+/// them within one `grace` from now. One still full when the grace is over is marked
+/// slow and gets the policy.
+pub(super) async fn wait_for_room(
+    message: Arc<Message>,
+    blocked: Vec<Arc<Subscription>>,
+    grace: Duration,
+    policy: SlowConsumerPolicy,
+    metrics: Arc<Metrics>,
+) {
+    let deadline = tokio::time::Instant::now() + grace;
+    for sub in blocked {
+        let len = message.tail(sub.version).len() + 64;
+        loop {
+            match tokio::time::timeout_at(deadline, sub.outbox.room_for(len)).await {
+                Ok(true) => {
+                    if sub.window_full() {
+                        slow(&sub, policy, &metrics);
+                    } else if sub.deliver_topic(&message) {
+                        Metrics::inc(&metrics.messages_out);
+                    } else if sub.outbox.is_slow() {
+                        slow(&sub, policy, &metrics);
+                    } else {
+                        // Another publisher took the room first: wait again.
+                        continue;
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    if sub.outbox.mark_slow() {
+                        Metrics::inc(&metrics.slow_consumer_graces);
+                        tracing::info!(
+                            subscription = %sub.id,
+                            session = %sub.session,
+                            "slow consumer: outbox still full after the grace"
+                        );
+                    }
+                    slow(&sub, policy, &metrics);
+                }
+            }
+            break;
+        }
+    }
 }

@@ -3,31 +3,40 @@
 //! The **session task** (this module's [`serve`]) reads, parses and hands frames to the
 //! [`Session`]; it watches the CONNECT deadline, the heart-beat read deadline, broker
 //! shutdown and the slow-consumer signal. The **writer task** drains the outbox, writes
-//! everything queued per wake-up with one flush under `write_timeout`, and sends
-//! heart-beats when the connection has been write-silent for the negotiated interval.
-//! Keeping writes off the read path means a peer that stops reading is caught by the
-//! writer's deadline while its ACKs are still read.
+//! everything queued per wake-up with one flush, reports what it wrote to the router's
+//! [`Link`], and sends heart-beats when the connection has been write-silent for the
+//! negotiated interval. A write that moves no byte for `write_timeout` ends the
+//! connection (the timer restarts on every byte of progress). Keeping writes off the
+//! read path means a peer that stops reading is caught by the writer while its ACKs
+//! are still read.
 //!
-//! Ending: the session task unsubscribes first (so queue messages move on to other
-//! consumers at once), queues the final ERROR or RECEIPT and a Close, then lingers —
+//! A frame that must wait for room (a SEND to a full queue or to full topic
+//! subscribers, a COMMIT reserving queue room) does not stop the reader: ACK, NACK and
+//! heart-beats are still handled, other frames are held behind it in order (up to
+//! `limits.max_held_frames`), and receipts go out in frame order.
+//!
+//! Ending: the session task detaches its subscriptions first (so queue messages move
+//! on to other consumers), queues the final ERROR or RECEIPT and a Close, then lingers —
 //! reading and discarding — until the peer closes or `linger_ms` passes, so unread
-//! input does not turn our close into a TCP reset that destroys the ERROR (E2).
-//! Auto-ack deliveries still in the outbox at the end are requeued, not lost.
+//! input does not turn our close into a TCP reset that destroys the ERROR (E2). Once
+//! the writer is done, dropping the session closes its link: every delivery not
+//! settled goes back to its queue, marked redelivered if the client may have seen it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Flow, Session, Shared};
-use crate::frame::{FrameError, Inbound, Parser, Version};
+use super::{Flow, Session, SessionError, Shared, Waiting, heartbeat};
+use crate::frame::{Command, Frame, FrameError, Inbound, Parser, Version};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, OutboxRx, Outgoing, outbox};
-use crate::transport::{ReadEvent, Sink, Source};
+use crate::router::Link;
+use crate::transport::{Progress, ReadEvent, Sink, Source};
 
 /// How the read loop ended.
 enum End {
@@ -84,10 +93,13 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
     let (tx, rx) = outbox(config.outbox.max_frames, config.outbox.max_bytes);
     let kill = CancellationToken::new();
     let stop_writer = CancellationToken::new();
+    let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    let link = Link::open(shared.router.clone(), id.clone());
     let writer = tokio::spawn(
         write_loop(
             sink,
             rx,
+            link.handle(),
             config.write_timeout(),
             kill.clone(),
             stop_writer.clone(),
@@ -95,11 +107,16 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
         )
         .in_current_span(),
     );
-    let mut session = Session::new(shared.clone(), cap, tx.clone(), kill.clone());
+    // However this task ends (a panic included), the writer stops and the session's
+    // link closes, returning every unsettled delivery.
+    let _stop_writer = stop_writer.clone().drop_guard();
+    let mut session = Session::new(shared.clone(), id, link, cap, tx.clone(), kill.clone());
     let mut buf = BytesMut::new();
     let end = read_loop(&mut session, &mut source, &mut buf, &shared, &kill).await;
 
-    session.cleanup();
+    // No more deliveries to this connection; what is unsettled is returned below, once
+    // the writer is done, so nothing is both written here and redelivered elsewhere.
+    session.stop_deliveries();
     // One deadline for the whole goodbye (queue the last frames, drain input, let the
     // writer flush), so a connection ends within `linger_ms` — within `drain_ms` when
     // the broker is shutting down — however stuck its peer is.
@@ -112,6 +129,8 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
     match end {
         End::PeerClosed => {
             tracing::debug!("peer closed");
+            // Nobody reads them now: they go back unwritten, not into a dead socket.
+            tx.take_deliveries();
             let _ = tx.try_push(Outgoing::Close(CloseReason::Normal));
         }
         End::Disconnect => {
@@ -129,6 +148,8 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
             if reason != CloseReason::GoingAway {
                 Metrics::inc(&shared.router.metrics().protocol_errors);
             }
+            // The ERROR goes out next; deliveries queued before it go back unwritten.
+            tx.take_deliveries();
             let frame = session.error_frame(&message, receipt, versions.as_deref());
             let _ = timeout_at(deadline, async {
                 session.reply(frame).await;
@@ -138,27 +159,144 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
             drain_input(&mut source, &mut buf, deadline).await;
         }
     }
-    drop(session);
     drop(tx);
 
-    // Then stop the writer and requeue auto-ack deliveries it never wrote.
     let mut writer = writer;
-    let joined = match timeout_at(deadline, &mut writer).await {
-        Ok(joined) => joined,
-        Err(_) => {
-            stop_writer.cancel();
-            writer.await
-        }
-    };
-    if let Ok(mut rx) = joined {
-        for item in rx.close_and_drain() {
-            if let Outgoing::Message {
-                auto: Some(auto), ..
-            } = item
-            {
-                auto.unwritten();
+    if timeout_at(deadline, &mut writer).await.is_err() {
+        stop_writer.cancel();
+        let _ = writer.await;
+    }
+    // Closes the link: every delivery not settled goes back to its queue.
+    drop(session);
+}
+
+/// A frame read while an earlier one waits, or the receipt of an ACK that overtook it.
+enum Held {
+    Frame(Frame),
+    Receipt(String),
+}
+
+/// The read side's state besides the socket: the parser, and the frames held in order
+/// behind a frame that waits for room.
+struct Reader {
+    parser: Parser,
+    held: VecDeque<Held>,
+    /// Body bytes of `held`.
+    held_bytes: usize,
+    max_held_frames: usize,
+    max_held_bytes: usize,
+    /// `None` until CONNECT; then the client's promised interval, if any.
+    recv_every: Option<Duration>,
+    connected: bool,
+}
+
+impl Reader {
+    /// Whether to read more input: not while a wait has a full backlog behind it.
+    fn reading(&self, waiting: bool) -> bool {
+        !waiting
+            || (self.held.len() < self.max_held_frames && self.held_bytes < self.max_held_bytes)
+    }
+
+    /// Handles everything that can be handled now: held frames in order, then buffered
+    /// input. While a frame waits, input is parsed into the backlog, except ACK and
+    /// NACK, which are handled at once with their receipts kept in order.
+    async fn pump(
+        &mut self,
+        session: &mut Session,
+        buf: &mut BytesMut,
+        waiting: &mut Option<Waiting>,
+    ) -> Option<End> {
+        loop {
+            if waiting.is_some() {
+                if !self.reading(true) {
+                    return None;
+                }
+                let mut frame = match self.parser.parse(buf) {
+                    Ok(None) => return None,
+                    Ok(Some(Inbound::Heartbeat)) => continue,
+                    Ok(Some(Inbound::Frame(frame))) => frame,
+                    Err(e) => return Some(frame_error(e)),
+                };
+                if Session::may_overtake(&frame) {
+                    let receipt = frame.headers.get("receipt").map(str::to_owned);
+                    frame.headers.retain(|k, _| k != "receipt");
+                    if let Some(end) = self.handle(session, frame, receipt.clone(), waiting).await {
+                        return Some(end);
+                    }
+                    self.held.extend(receipt.map(Held::Receipt));
+                } else {
+                    self.held_bytes += frame.body.len();
+                    self.held.push_back(Held::Frame(frame));
+                }
+                continue;
+            }
+            let frame = match self.held.pop_front() {
+                Some(Held::Receipt(id)) => {
+                    session
+                        .reply(Frame::new(Command::Receipt).header("receipt-id", id))
+                        .await;
+                    continue;
+                }
+                Some(Held::Frame(frame)) => {
+                    self.held_bytes -= frame.body.len();
+                    frame
+                }
+                None => match self.parser.parse(buf) {
+                    Ok(None) => return None,
+                    Ok(Some(Inbound::Heartbeat)) => continue,
+                    Ok(Some(Inbound::Frame(frame))) => frame,
+                    Err(e) => return Some(frame_error(e)),
+                },
+            };
+            let receipt = frame.headers.get("receipt").map(str::to_owned);
+            if let Some(end) = self.handle(session, frame, receipt, waiting).await {
+                return Some(end);
             }
         }
+    }
+
+    /// One frame through the session; `receipt` is for the ERROR if it fails.
+    async fn handle(
+        &mut self,
+        session: &mut Session,
+        frame: Frame,
+        receipt: Option<String>,
+        waiting: &mut Option<Waiting>,
+    ) -> Option<End> {
+        match session.on_frame(frame).await {
+            Ok(flow) => self.flow(flow, waiting),
+            Err(e) => Some(session_error(e, receipt)),
+        }
+    }
+
+    fn flow(&mut self, flow: Flow, waiting: &mut Option<Waiting>) -> Option<End> {
+        match flow {
+            Flow::Continue => None,
+            Flow::Connected(version, negotiated) => {
+                self.parser.set_version(version);
+                self.recv_every = negotiated.recv;
+                self.connected = true;
+                None
+            }
+            Flow::Disconnect => Some(End::Disconnect),
+            Flow::Wait(w) => {
+                *waiting = Some(w);
+                None
+            }
+        }
+    }
+}
+
+fn session_error(e: SessionError, receipt: Option<String>) -> End {
+    let versions = match &e {
+        SessionError::UnsupportedVersion { supported } => Some(supported.clone()),
+        _ => None,
+    };
+    End::Error {
+        message: e.to_string(),
+        reason: e.close_reason(),
+        receipt,
+        versions,
     }
 }
 
@@ -170,78 +308,91 @@ async fn read_loop(
     kill: &CancellationToken,
 ) -> End {
     let config = &shared.config;
-    let mut parser = Parser::new(config.frame_limits());
+    let mut reader = Reader {
+        parser: Parser::new(config.frame_limits()),
+        held: VecDeque::new(),
+        held_bytes: 0,
+        max_held_frames: config.limits.max_held_frames,
+        max_held_bytes: config.limits.max_body_bytes,
+        recv_every: None,
+        connected: false,
+    };
+    let mut waiting: Option<Waiting> = None;
     let connect_deadline = Instant::now() + config.connect_timeout();
-    // `None` until CONNECT; then the client's promised interval, if any.
-    let mut recv_every: Option<Duration> = None;
-    let mut connected = false;
     let mut last_read = Instant::now();
     loop {
-        let deadline = if connected {
-            recv_every.map(|every| last_read + every.mul_f64(config.heartbeat.grace))
+        let reading = reader.reading(waiting.is_some());
+        // While reading is paused, the client's silence is ours, not its.
+        let deadline = if !reading {
+            None
+        } else if reader.connected {
+            reader
+                .recv_every
+                .map(|every| heartbeat::deadline(last_read, every, config.heartbeat.grace))
         } else {
             Some(connect_deadline)
         };
-        tokio::select! {
-            event = source.read(buf) => match event {
+        let end = tokio::select! {
+            done = async { waiting.as_mut().expect("checked").until.as_mut().await }, if waiting.is_some() => {
+                let receipt = waiting.take().and_then(|w| w.receipt);
+                last_read = Instant::now();
+                let finished = match done {
+                    Ok(done) => session.finish(done, receipt.clone()).await,
+                    Err(e) => Err(e),
+                };
+                match finished {
+                    Ok(flow) => match reader.flow(flow, &mut waiting) {
+                        Some(end) => Some(end),
+                        None => guarded(reader.pump(session, buf, &mut waiting), shared, kill).await,
+                    },
+                    Err(e) => Some(session_error(e, receipt)),
+                }
+            }
+            event = source.read(buf), if reading => match event {
                 ReadEvent::Data => {
-                    loop {
-                        let frame = match parser.parse(buf) {
-                            Ok(None) => break,
-                            Ok(Some(Inbound::Heartbeat)) => continue,
-                            Ok(Some(Inbound::Frame(frame))) => frame,
-                            Err(e) => return frame_error(e),
-                        };
-                        let receipt = frame.headers.get("receipt").map(str::to_owned);
-                        // A frame may wait (a SEND to a full queue); shutdown and the
-                        // slow-consumer signal still end the connection meanwhile.
-                        let outcome = tokio::select! {
-                            outcome = session.on_frame(frame) => outcome,
-                            _ = shared.shutdown.cancelled() => return shutting_down(),
-                            _ = kill.cancelled() => return slow_consumer(),
-                        };
-                        match outcome {
-                            Ok(Flow::Continue) => {}
-                            Ok(Flow::Connected(version, negotiated)) => {
-                                parser.set_version(version);
-                                recv_every = negotiated.recv;
-                                connected = true;
-                            }
-                            Ok(Flow::Disconnect) => return End::Disconnect,
-                            Err(e) => {
-                                let versions = match &e {
-                                    super::SessionError::UnsupportedVersion { supported } => Some(supported.clone()),
-                                    _ => None,
-                                };
-                                return End::Error { message: e.to_string(), reason: e.close_reason(), receipt, versions };
-                            }
-                        }
-                    }
-                    // Time spent processing (waiting for queue room) is ours, not the
-                    // client's silence; bytes it sent meanwhile are read next.
+                    let end = guarded(reader.pump(session, buf, &mut waiting), shared, kill).await;
+                    // Time spent processing is ours, not the client's silence.
                     last_read = Instant::now();
                     // Nothing partial is buffered: let go of the read buffer, so an idle
                     // connection holds none (bodies still in flight keep their part).
                     if buf.is_empty() {
                         *buf = BytesMut::new();
                     }
+                    end
                 }
-                ReadEvent::Closed => return End::PeerClosed,
-                ReadEvent::Violation(reason, message) => return End::error(message, reason),
+                ReadEvent::Closed => Some(End::PeerClosed),
+                ReadEvent::Violation(reason, message) => Some(End::error(message, reason)),
             },
             _ = sleep_until(deadline.unwrap_or(last_read)), if deadline.is_some() => {
-                return if connected {
+                Some(if reader.connected {
                     End::error("heart-beat timeout: nothing received from the client in time", CloseReason::GoingAway)
                 } else {
                     End::error(
                         format!("no CONNECT frame within {} ms", config.limits.connect_timeout_ms),
                         CloseReason::Protocol,
                     )
-                };
+                })
             }
-            _ = shared.shutdown.cancelled() => return shutting_down(),
-            _ = kill.cancelled() => return slow_consumer(),
+            _ = shared.shutdown.cancelled() => Some(shutting_down()),
+            _ = kill.cancelled() => Some(slow_consumer()),
+        };
+        if let Some(end) = end {
+            return end;
         }
+    }
+}
+
+/// Runs frame handling (which may wait for outbox room for our own replies) so that
+/// shutdown and the slow-consumer signal still end the connection meanwhile.
+async fn guarded(
+    work: impl Future<Output = Option<End>>,
+    shared: &Shared,
+    kill: &CancellationToken,
+) -> Option<End> {
+    tokio::select! {
+        end = work => end,
+        _ = shared.shutdown.cancelled() => Some(shutting_down()),
+        _ = kill.cancelled() => Some(slow_consumer()),
     }
 }
 
@@ -258,25 +409,28 @@ async fn drain_input(source: &mut Source, buf: &mut BytesMut, deadline: Instant)
     .await;
 }
 
-/// The writer task. Returns the outbox receiver so the caller can requeue what was
-/// never written.
+/// The writer task. Reports every delivery it wrote (or may have written, when a write
+/// fails midway) to the link; what it never wrote stays unwritten there and is
+/// returned when the connection closes.
 async fn write_loop(
     mut sink: Sink,
     mut rx: OutboxRx,
+    link: Arc<Link>,
     write_timeout: Duration,
     kill: CancellationToken,
     stop: CancellationToken,
     metrics: Arc<Metrics>,
-) -> OutboxRx {
+) {
     let mut heartbeat: Option<Duration> = None;
     let mut last_write = Instant::now();
     // Everything queued is taken at once and written with one flush.
     let mut batch = VecDeque::new();
+    let progress = sink.progress();
     loop {
         tokio::select! {
             () = rx.recv_batch(&mut batch) => {}
             _ = sleep_until(last_write + heartbeat.unwrap_or_default()), if heartbeat.is_some() => {
-                let sent = timeout(write_timeout, async {
+                let sent = progressing(&progress, write_timeout, async {
                     sink.heartbeat().await?;
                     sink.flush().await
                 });
@@ -290,14 +444,14 @@ async fn write_loop(
             _ = stop.cancelled() => break,
         }
         let mut close = None;
-        let mut written = Vec::new();
+        let mut tickets = Vec::new();
         let write = async {
-            for item in batch.iter_mut() {
+            for item in batch.iter() {
                 match item {
                     Outgoing::Frame(bytes) => sink.frame(bytes, &Bytes::new()).await?,
-                    Outgoing::Message { head, tail, auto } => {
+                    Outgoing::Message { head, tail, ticket } => {
+                        tickets.extend(*ticket);
                         sink.frame(head, tail).await?;
-                        written.extend(auto.take());
                     }
                     Outgoing::Heartbeat(every) => heartbeat = Some(*every),
                     Outgoing::Close(reason) => {
@@ -309,50 +463,68 @@ async fn write_loop(
             sink.flush().await
         };
         let outcome = tokio::select! {
-            r = timeout(write_timeout, write) => r,
+            r = progressing(&progress, write_timeout, write) => r,
             _ = stop.cancelled() => Ok(Err(std::io::Error::other("stopped").into())),
         };
+        batch.clear();
         let ok = match outcome {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::debug!(cause = %e, "write failed");
                 false
             }
-            Err(_) => {
-                tracing::info!("slow consumer: write made no progress within write_timeout_ms");
+            Err(Stalled) => {
+                tracing::info!(
+                    timeout_ms = write_timeout.as_millis() as u64,
+                    "slow consumer: the socket accepted no bytes for write_timeout_ms"
+                );
                 Metrics::inc(&metrics.slow_consumer_disconnects);
                 false
             }
         };
         if !ok {
-            // Whatever was not confirmed written goes back to its queue.
-            written
-                .into_iter()
-                .for_each(|a: crate::router::AutoAck| a.unwritten());
-            for item in batch.drain(..) {
-                if let Outgoing::Message { auto: Some(a), .. } = item {
-                    a.unwritten();
-                }
-            }
+            link.maybe_written(&tickets);
             kill.cancel();
             break;
         }
-        written.into_iter().for_each(|a| a.written());
-        // Items after a Close never go out; their deliveries are requeued.
-        for item in batch.drain(..) {
-            if let Outgoing::Message { auto: Some(a), .. } = item {
-                a.unwritten();
-            }
-        }
+        link.written(&tickets);
         rx.wake_if_drained();
         last_write = Instant::now();
         if let Some(reason) = close {
-            let _ = timeout(write_timeout, sink.close(reason)).await;
+            let _ = progressing(&progress, write_timeout, sink.close(reason)).await;
             break;
         }
         if stop.is_cancelled() {
             break;
         }
     }
-    rx
+    rx.close_and_drain();
+    // Nothing more is written: return every unsettled delivery now, before the peer
+    // sees our side close, so that the next consumer finds them first in line.
+    link.close();
+}
+
+/// A write that moved no byte for the whole write timeout.
+struct Stalled;
+
+/// Runs `write` until it completes, or until the socket has accepted no byte for
+/// `timeout`: the timer restarts whenever a write makes progress.
+async fn progressing<T>(
+    progress: &Progress,
+    timeout: Duration,
+    write: impl Future<Output = T>,
+) -> Result<T, Stalled> {
+    tokio::pin!(write);
+    let start = Instant::now();
+    loop {
+        let deadline = progress.last().max(start) + timeout;
+        tokio::select! {
+            out = &mut write => return Ok(out),
+            _ = sleep_until(deadline) => {
+                if progress.last().max(start) + timeout <= Instant::now() {
+                    return Err(Stalled);
+                }
+            }
+        }
+    }
 }

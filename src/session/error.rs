@@ -60,9 +60,6 @@ pub enum SessionError {
     /// S9: ack id unknown or already settled.
     #[error("no unacknowledged message with ack id {0:?}")]
     UnknownAck(String),
-    /// NACK does not exist in STOMP 1.0.
-    #[error("NACK is not part of STOMP 1.0")]
-    NackIn10,
     /// S11: duplicate BEGIN.
     #[error("transaction {0:?} is already open")]
     DuplicateTransaction(String),
@@ -75,6 +72,18 @@ pub enum SessionError {
     /// Too many frames in one transaction.
     #[error("transaction {0:?} has too many frames (limit {1})")]
     TransactionTooLarge(String, usize),
+    /// A COMMIT failed on one of its frames; nothing of the transaction was applied.
+    #[error("transaction {tx:?} not committed: frame {index} ({command}): {source}")]
+    InTransaction {
+        /// The transaction id.
+        tx: String,
+        /// The failing frame's 1-based position in the transaction.
+        index: usize,
+        /// Its command.
+        command: &'static str,
+        /// Why it failed.
+        source: Box<SessionError>,
+    },
     /// The router refused a destination or a full queue timed out.
     #[error(transparent)]
     Route(#[from] RouteError),
@@ -86,6 +95,7 @@ impl SessionError {
         match self {
             SessionError::AuthFailed => CloseReason::Policy,
             SessionError::Route(RouteError::QueueFull(_)) => CloseReason::Policy,
+            SessionError::InTransaction { source, .. } => source.close_reason(),
             _ => CloseReason::Protocol,
         }
     }

@@ -8,11 +8,14 @@
 mod conn;
 mod error;
 pub mod heartbeat;
+mod transaction;
 
 pub use conn::serve;
 pub use error::SessionError;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -23,8 +26,9 @@ use tracing::Span;
 use crate::config::Config;
 use crate::frame::{Command, Frame, Headers, Version, encode};
 use crate::outbox::{OutboxTx, Outgoing};
-use crate::router::{AckMode, Router, Subscription, Target, Unacked};
+use crate::router::{AckMode, AckRef, LinkGuard, Router, Subscription};
 use heartbeat::Negotiated;
+use transaction::Prepared;
 
 /// What is shared by every session of a broker.
 #[derive(Debug)]
@@ -52,7 +56,6 @@ const RESERVED: [&str; 9] = [
 ];
 
 /// What the connection loop must do after a frame.
-#[derive(Debug, PartialEq, Eq)]
 pub enum Flow {
     /// Keep reading.
     Continue,
@@ -60,11 +63,31 @@ pub enum Flow {
     Connected(Version, Negotiated),
     /// DISCONNECT was handled: stop reading frames and close.
     Disconnect,
+    /// The frame waits for room (a full queue, a full subscriber outbox, or a COMMIT's
+    /// reservations). The connection keeps reading: ACK, NACK and heart-beats are
+    /// handled meanwhile, other frames are held behind it in order. When it resolves,
+    /// [`Session::finish`] completes the frame.
+    Wait(Waiting),
+}
+
+/// A frame in progress that waits; see [`Flow::Wait`].
+pub struct Waiting {
+    /// Resolves when the frame can be completed.
+    pub until: Pin<Box<dyn Future<Output = Result<Done, SessionError>> + Send>>,
+    /// The frame's `receipt`, sent once it is complete.
+    pub receipt: Option<String>,
+}
+
+/// What a [`Waiting`] frame resolved to.
+pub enum Done {
+    /// The SEND has been handed on.
+    Sent,
+    /// Every reservation of a COMMIT holds: apply it.
+    Commit(Prepared),
 }
 
 struct Sub {
     sub: Arc<Subscription>,
-    target: Target,
     destination: String,
 }
 
@@ -80,9 +103,11 @@ pub struct Session {
     outbox: OutboxTx,
     /// Cancelled to end the connection as a slow consumer.
     kill: CancellationToken,
+    /// The router's record of this connection's subscriptions and deliveries; dropping
+    /// the session (a panic included) closes it.
+    link: LinkGuard,
+    /// Live subscriptions by client id.
     subs: HashMap<String, Sub>,
-    /// Subscription key (the first half of ack ids) to subscription id.
-    keys: HashMap<u64, String>,
     next_key: u64,
     /// Open transactions and the frames they hold until COMMIT.
     txs: HashMap<String, Vec<Frame>>,
@@ -99,22 +124,66 @@ impl Session {
     /// A session for a new connection whose transport allows at most `cap`.
     pub fn new(
         shared: Arc<Shared>,
+        id: Arc<str>,
+        link: LinkGuard,
         cap: Version,
         outbox: OutboxTx,
         kill: CancellationToken,
     ) -> Self {
         Session {
             shared,
-            id: uuid::Uuid::new_v4().to_string().into(),
+            id,
             cap,
             version: None,
             outbox,
             kill,
+            link,
             subs: HashMap::new(),
-            keys: HashMap::new(),
             next_key: 0,
             txs: HashMap::new(),
         }
+    }
+
+    /// The connection's link, for the writer's reports.
+    pub fn link(&self) -> &LinkGuard {
+        &self.link
+    }
+
+    /// Whether `frame` may be handled while an earlier frame waits: a non-transactional
+    /// ACK or NACK settles something already delivered and may free the very room the
+    /// waiting SEND needs. Everything else stays behind in order.
+    pub fn may_overtake(frame: &Frame) -> bool {
+        matches!(frame.command, Command::Ack | Command::Nack)
+            && frame.headers.get("transaction").is_none()
+    }
+
+    /// Completes a frame whose wait resolved, then sends its receipt (after
+    /// everything it caused). A COMMIT applies here, with no await in between.
+    pub async fn finish(
+        &mut self,
+        done: Done,
+        receipt: Option<String>,
+    ) -> Result<Flow, SessionError> {
+        let flow = match done {
+            Done::Sent => Flow::Continue,
+            Done::Commit(prepared) => self.apply(prepared),
+        };
+        self.receipt(flow, receipt).await
+    }
+
+    /// Sends `receipt` now, or hands it to the wait that `flow` still has to do.
+    async fn receipt(&self, flow: Flow, receipt: Option<String>) -> Result<Flow, SessionError> {
+        if let Flow::Wait(mut waiting) = flow {
+            waiting.receipt = receipt;
+            return Ok(Flow::Wait(waiting));
+        }
+        // S13: the receipt follows everything the frame caused, MESSAGEs included,
+        // because the router pushed those into outboxes before we got here.
+        if let Some(id) = receipt {
+            self.reply(Frame::new(Command::Receipt).header("receipt-id", id))
+                .await;
+        }
+        Ok(flow)
     }
 
     /// The negotiated version, or 1.2 before CONNECT (for encoding early ERRORs).
@@ -149,28 +218,19 @@ impl Session {
         let receipt = frame.headers.get("receipt").map(str::to_owned);
         let flow = match command {
             Command::Connect | Command::Stomp => return self.connect(&frame).await,
-            Command::Send => self.send(frame).await.map(|_| Flow::Continue)?,
+            Command::Send => self.send(frame)?,
             Command::Subscribe => self.subscribe(&frame).map(|_| Flow::Continue)?,
             Command::Unsubscribe => self.unsubscribe(&frame).map(|_| Flow::Continue)?,
             Command::Ack | Command::Nack => self.ack(frame).map(|_| Flow::Continue)?,
             Command::Begin => self.begin(&frame).map(|_| Flow::Continue)?,
-            // Boxed: a COMMIT replays many frames and its future is large; it is rare.
-            Command::Commit => Box::pin(self.commit(&frame))
-                .await
-                .map(|_| Flow::Continue)?,
+            Command::Commit => self.commit(&frame)?,
             Command::Abort => self.abort(&frame).map(|_| Flow::Continue)?,
             Command::Disconnect => Flow::Disconnect,
             Command::Connected | Command::Message | Command::Receipt | Command::Error => {
                 unreachable!()
             }
         };
-        // S13: the receipt follows everything the frame caused, MESSAGEs included,
-        // because the router pushed those into outboxes before we got here.
-        if let Some(id) = receipt {
-            self.reply(Frame::new(Command::Receipt).header("receipt-id", id))
-                .await;
-        }
-        Ok(flow)
+        self.receipt(flow, receipt).await
     }
 
     async fn connect(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
@@ -202,17 +262,22 @@ impl Session {
         };
         let login = self.authenticate(frame)?;
         let hb = &self.shared.config.heartbeat;
-        let negotiated = heartbeat::negotiate(client_hb, hb.send_ms, hb.recv_ms);
+        let negotiated =
+            heartbeat::negotiate(client_hb, (hb.send_ms, hb.recv_ms), hb.min_ms.max(1));
         self.version = Some(version);
         let span = Span::current();
         span.record("session", &*self.id);
         if let Some(login) = login {
             span.record("login", login);
         }
-        // H5: we advertise `send_ms` and the writer really sends at the negotiated rate.
+        // H5: we advertise what makes the client arrive at the intervals we use, and the
+        // writer really sends at the negotiated rate.
         let connected = Frame::new(Command::Connected)
             .header("version", version.as_str())
-            .header("heart-beat", format!("{},{}", hb.send_ms, hb.recv_ms))
+            .header(
+                "heart-beat",
+                format!("{},{}", negotiated.header.0, negotiated.header.1),
+            )
             .header("session", &*self.id)
             .header("server", concat!("stompbox/", env!("CARGO_PKG_VERSION")));
         self.reply(connected).await;
@@ -266,20 +331,36 @@ impl Session {
         }
     }
 
-    async fn send(&mut self, frame: Frame) -> Result<(), SessionError> {
+    fn send(&mut self, frame: Frame) -> Result<Flow, SessionError> {
         let destination = self.resolve(header(&frame, "destination")?);
         self.shared.router.check_destination(&destination)?;
         if let Some(tx) = frame.headers.get("transaction") {
-            return self.hold(tx.to_owned(), frame);
+            self.hold(tx.to_owned(), frame)?;
+            return Ok(Flow::Continue);
         }
-        self.publish(destination, frame).await
+        let message = self.message(destination, frame)?;
+        Ok(match self.shared.router.route(message)? {
+            None => Flow::Continue,
+            Some(wait) => Flow::Wait(Waiting {
+                until: Box::pin(async move {
+                    wait.await?;
+                    Ok(Done::Sent)
+                }),
+                receipt: None,
+            }),
+        })
     }
 
-    async fn publish(&mut self, destination: String, frame: Frame) -> Result<(), SessionError> {
+    /// The message a SEND publishes: its headers minus the reserved ones, with a
+    /// `reply-to` naming our own temp queue rewritten to its routable name (the queue
+    /// is created now, so that early replies are kept).
+    fn message(
+        &self,
+        destination: String,
+        frame: Frame,
+    ) -> Result<crate::router::Message, SessionError> {
         let mut headers: Headers = frame.headers;
         headers.retain(|k, _| !RESERVED.contains(&k));
-        // A reply-to naming our own temp queue is rewritten to its routable name, and
-        // the queue is created now so that early replies are kept.
         if let Some(reply_to) = headers.get("reply-to").map(str::to_owned) {
             let routable = self.resolve(&reply_to);
             if routable != reply_to {
@@ -287,11 +368,7 @@ impl Session {
                 headers.set_first("reply-to", routable);
             }
         }
-        let message = self.shared.router.message(destination, headers, frame.body);
-        if let Some(wait) = self.shared.router.route(message)? {
-            wait.await?;
-        }
-        Ok(())
+        Ok(self.shared.router.message(destination, headers, frame.body))
     }
 
     fn subscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
@@ -306,7 +383,8 @@ impl Session {
             return Err(SessionError::DuplicateSubscription(id));
         }
         let limits = &self.shared.config.limits;
-        if self.subs.len() >= limits.max_subscriptions {
+        // Unsubscribed ones whose deliveries can still be acked count too.
+        if self.link.len() >= limits.max_subscriptions {
             return Err(SessionError::TooManySubscriptions(limits.max_subscriptions));
         }
         let ack = match frame.headers.get("ack") {
@@ -333,16 +411,8 @@ impl Session {
             self.outbox.clone(),
             self.kill.clone(),
         ));
-        let target = self.shared.router.subscribe(&destination, sub.clone())?;
-        self.keys.insert(key, id.clone());
-        self.subs.insert(
-            id,
-            Sub {
-                sub,
-                target,
-                destination,
-            },
-        );
+        self.link.subscribe(&destination, sub.clone())?;
+        self.subs.insert(id, Sub { sub, destination });
         Ok(())
     }
 
@@ -366,24 +436,20 @@ impl Session {
             .subs
             .remove(&id)
             .ok_or(SessionError::UnknownSubscription(id))?;
-        self.keys.remove(&sub.sub.key);
-        self.shared.router.unsubscribe(&sub.target, &sub.sub);
+        self.link.unsubscribe(&sub.sub);
         Ok(())
     }
 
-    /// Finds and settles what an ACK/NACK names: `id` (1.2), or `message-id` with
-    /// `subscription` (1.1), or `message-id` alone (1.0).
-    fn settle(&self, frame: &Frame) -> Result<(&Sub, Vec<Unacked>), SessionError> {
+    /// Finds the pending delivery an ACK/NACK names: `id` (1.2), or `message-id` (1.0,
+    /// 1.1). A `subscription` that does not hold that message is no error: as RabbitMQ
+    /// does, the delivery is found by `message-id` among all of this connection's,
+    /// unsubscribed ones included.
+    fn find_ack(&self, frame: &Frame) -> Result<AckRef, SessionError> {
         if let Some(id) = frame.headers.get("id") {
-            let unknown = || SessionError::UnknownAck(id.to_owned());
-            let (key, seq) = Subscription::parse_ack_id(id).ok_or_else(unknown)?;
-            let sub = self
-                .keys
-                .get(&key)
-                .and_then(|sid| self.subs.get(sid))
-                .ok_or_else(unknown)?;
-            let settled = sub.sub.settle(seq).ok_or_else(unknown)?;
-            return Ok((sub, settled));
+            let found = Subscription::parse_ack_id(id)
+                .and_then(|(key, seq)| self.link.find(key, seq))
+                .or_else(|| self.link.find_message_id(None, id));
+            return found.ok_or_else(|| SessionError::UnknownAck(id.to_owned()));
         }
         let message_id = frame.headers.get("message-id").ok_or_else(|| {
             let name = if self.version() >= Version::V1_2 {
@@ -393,46 +459,30 @@ impl Session {
             };
             SessionError::missing(frame.command, name)
         })?;
-        let unknown = || SessionError::UnknownAck(message_id.to_owned());
-        match frame.headers.get("subscription") {
-            Some(sid) => {
-                let sub = self
-                    .subs
-                    .get(sid)
-                    .ok_or_else(|| SessionError::UnknownSubscription(sid.to_owned()))?;
-                let settled = sub.sub.settle_message_id(message_id).ok_or_else(unknown)?;
-                Ok((sub, settled))
-            }
-            None => self
-                .subs
-                .values()
-                .find_map(|s| {
-                    s.sub
-                        .settle_message_id(message_id)
-                        .map(|settled| (s, settled))
-                })
-                .ok_or_else(unknown),
-        }
+        let first = frame
+            .headers
+            .get("subscription")
+            .and_then(|sid| self.subs.get(sid))
+            .map(|s| &s.sub);
+        self.link
+            .find_message_id(first, message_id)
+            .ok_or_else(|| SessionError::UnknownAck(message_id.to_owned()))
     }
 
+    /// ACK or NACK (NACK on 1.0 too: RabbitMQ accepts it, and clients rely on that).
+    /// In a transaction the id is checked at once and the frame held until COMMIT.
     fn ack(&mut self, frame: Frame) -> Result<(), SessionError> {
         let nack = frame.command == Command::Nack;
-        if nack && self.version() == Version::V1_0 {
-            return Err(SessionError::NackIn10);
-        }
+        let found = self.find_ack(&frame)?;
         if let Some(tx) = frame.headers.get("transaction") {
             return self.hold(tx.to_owned(), frame);
         }
-        let (sub, settled) = self.settle(&frame)?;
         // S10: after a NACK, queue messages are redelivered (then dead-lettered);
         // topic messages are dropped, since topics keep nothing.
-        if let Target::Queue(queue) = &sub.target {
-            if nack {
-                queue.requeue(settled, true);
-            } else {
-                drop(settled);
-                queue.dispatch();
-            }
+        if !self.link.settle(&found, nack) {
+            return Err(SessionError::UnknownAck(
+                frame.headers.get("id").unwrap_or_default().to_owned(),
+            ));
         }
         Ok(())
     }
@@ -463,25 +513,6 @@ impl Session {
         Ok(())
     }
 
-    async fn commit(&mut self, frame: &Frame) -> Result<(), SessionError> {
-        let tx = header(frame, "transaction")?;
-        let held = self
-            .txs
-            .remove(tx)
-            .ok_or_else(|| SessionError::UnknownTransaction(tx.to_owned()))?;
-        for mut frame in held {
-            frame.headers.retain(|k, _| k != "transaction");
-            match frame.command {
-                Command::Send => {
-                    let destination = self.resolve(header(&frame, "destination")?);
-                    self.publish(destination, frame).await?;
-                }
-                _ => self.ack(frame)?,
-            }
-        }
-        Ok(())
-    }
-
     fn abort(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let tx = header(frame, "transaction")?;
         self.txs
@@ -490,16 +521,11 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the session's claims on the router: open transactions are aborted (S11),
-    /// subscriptions removed with unacked queue messages redelivered, temp queues
-    /// deleted. Idempotent.
-    pub fn cleanup(&mut self) {
+    /// Stops deliveries to this connection (its read side has ended); what is still
+    /// unsettled is returned when the session is dropped, after the writer is done.
+    pub fn stop_deliveries(&mut self) {
         self.txs.clear();
-        for (_, sub) in self.subs.drain() {
-            self.shared.router.unsubscribe(&sub.target, &sub.sub);
-        }
-        self.keys.clear();
-        self.shared.router.remove_temp_queues(&self.id);
+        self.link.detach_all();
     }
 
     /// The frame to send for a fatal error: `message`, `receipt-id` when the failing frame

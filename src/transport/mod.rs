@@ -6,8 +6,14 @@
 pub mod tcp;
 pub mod ws;
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::outbox::CloseReason;
 
@@ -102,6 +108,14 @@ impl Sink {
         }
     }
 
+    /// The progress clock of this connection's writes.
+    pub fn progress(&self) -> Progress {
+        match self {
+            Sink::Tcp(s) => s.progress.clone(),
+            Sink::Ws(s) => s.progress.clone(),
+        }
+    }
+
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
         match self {
@@ -117,5 +131,107 @@ impl Sink {
             Sink::Tcp(s) => s.close().await,
             Sink::Ws(s) => s.close(reason).await,
         }
+    }
+}
+
+/// Progress of a connection's writes: when a write last moved bytes. The writer's
+/// timeout (`outbox.write_timeout_ms`) measures the time since then, not per batch.
+#[derive(Clone, Debug)]
+pub struct Progress(Arc<ProgressClock>);
+
+#[derive(Debug)]
+struct ProgressClock {
+    base: tokio::time::Instant,
+    /// Milliseconds after `base` of the last write that moved bytes.
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress(Arc::new(ProgressClock {
+            base: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }))
+    }
+
+    fn moved(&self) {
+        let ms = self.0.base.elapsed().as_millis() as u64;
+        self.0.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When a write last moved bytes.
+    pub fn last(&self) -> tokio::time::Instant {
+        self.0.base + std::time::Duration::from_millis(self.0.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream whose successful writes are recorded in a [`Progress`].
+pub struct Counted<S> {
+    inner: S,
+    progress: Progress,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> (Self, Progress) {
+        let progress = Progress::new();
+        (
+            Counted {
+                inner,
+                progress: progress.clone(),
+            },
+            progress,
+        )
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r
+            && *n > 0
+        {
+            self.progress.moved();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r
+            && *n > 0
+        {
+            self.progress.moved();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -5,16 +5,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::{Error, ReadEvent, Sink, Source};
+use super::{Counted, Error, Progress, ReadEvent, Sink, Source};
 
 /// Splits an accepted socket into its two halves.
 pub fn split(stream: TcpStream) -> (Source, Sink) {
     let (r, w) = stream.into_split();
+    let (half, progress) = Counted::new(w);
     (
         Source::Tcp(TcpSource(r)),
         Sink::Tcp(TcpSink {
-            half: w,
+            half,
             buf: BytesMut::new(),
+            progress,
         }),
     )
 }
@@ -49,8 +51,9 @@ impl TcpSource {
 /// TCP write half with a batch buffer: every frame queued in one writer wake-up goes
 /// out in one write.
 pub struct TcpSink {
-    half: OwnedWriteHalf,
+    half: Counted<OwnedWriteHalf>,
     buf: BytesMut,
+    pub(super) progress: Progress,
 }
 
 impl TcpSink {

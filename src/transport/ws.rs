@@ -25,12 +25,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::{Error, ReadEvent, Sink, Source};
+use super::{Counted, Error, Progress, ReadEvent, Sink, Source};
 use crate::config::WsMessageType;
 use crate::frame::Version;
 use crate::outbox::CloseReason;
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+type Ws = WebSocketStream<Counted<TokioIo<Upgraded>>>;
 
 /// The subprotocols we speak, best first.
 const SUBPROTOCOLS: [(&str, Version); 3] = [
@@ -76,8 +76,8 @@ pub async fn from_upgraded(upgraded: Upgraded, settings: &WsSettings) -> (Source
         .read_buffer_size(1024)
         .max_message_size(Some(settings.max_message_bytes))
         .max_frame_size(Some(settings.max_message_bytes));
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let (io, progress) = Counted::new(TokioIo::new(upgraded));
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let (sink, stream) = ws.split();
     (
         Source::Ws(WsSource(stream)),
@@ -85,6 +85,7 @@ pub async fn from_upgraded(upgraded: Upgraded, settings: &WsSettings) -> (Source
             sink,
             scratch: BytesMut::new(),
             text: settings.message_type == WsMessageType::Text,
+            progress,
         }),
     )
 }
@@ -141,6 +142,7 @@ pub struct WsSink {
     scratch: BytesMut,
     /// Send text messages when the frame is valid UTF-8.
     text: bool,
+    pub(super) progress: Progress,
 }
 
 impl WsSink {

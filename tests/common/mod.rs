@@ -236,6 +236,37 @@ impl Client {
         }
     }
 
+    /// The next frame, reading at most `chunk` bytes per `every` (a slow but steady
+    /// TCP reader); `None` if the connection ended or nothing moved for [`WAIT`].
+    pub async fn next_frame_paced(&mut self, chunk: usize, every: Duration) -> Option<Frame> {
+        let Io::Tcp(_) = &self.io else {
+            panic!("paced reads are for TCP");
+        };
+        loop {
+            match self
+                .parser
+                .parse(&mut self.buf)
+                .expect("broker sent valid STOMP")
+            {
+                Some(Inbound::Frame(f)) => return Some(f),
+                Some(Inbound::Heartbeat) => continue,
+                None => {}
+            }
+            let Io::Tcp(s) = &mut self.io else {
+                unreachable!()
+            };
+            let mut tmp = vec![0u8; chunk];
+            match tokio::time::timeout(WAIT, s.read(&mut tmp)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&tmp[..n]),
+                _ => {
+                    self.ending = Some(Ending::Eof);
+                    return None;
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// The next frame; fails the test after [`WAIT`].
     pub async fn frame(&mut self) -> Frame {
         match self.next_frame_within(WAIT).await {

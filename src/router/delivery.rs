@@ -1,0 +1,375 @@
+//! Settlement: the one place that decides what happens to a delivery.
+//!
+//! A delivery is a message handed to one subscription. Its life:
+//!
+//! ```text
+//! handed (in the outbox, with a Ticket) ──written──> written ──ACK / auto──> settled
+//!      │                                      │
+//!      └──never written──┐                    └──NACK / connection gone──┐
+//!                        v                                               v
+//!               returned as it was                  returned, redelivered:true, count + 1
+//!                        └──────────> requeued in original order, or dead-lettered
+//! ```
+//!
+//! Every queue delivery, and every client-ack topic delivery, is recorded here at the
+//! moment the destination pushes it into the subscriber's outbox. The session and the
+//! writer only report events to the connection's [`Link`] — `written`,
+//! `maybe_written` (a write failed midway), `settle` (ACK/NACK), `detach`
+//! (UNSUBSCRIBE) and `close` (the connection is gone) — and the link decides: settle
+//! and free the queue slot, requeue (original order kept by each message's place in
+//! its queue, `redelivered` and `redelivery-count` set whenever the client may have
+//! seen it), or dead-letter. Nothing below the router calls back up: the outbox carries
+//! an opaque [`Ticket`] and knows no queue type.
+//!
+//! Auto-ack topic deliveries are not recorded: topics keep nothing, so there is
+//! nothing to settle or return.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::queue::Returned;
+use super::{AckMode, Message, Router, Subscription, Target};
+use crate::outbox::Ticket;
+
+/// One delivery that is not settled yet.
+#[derive(Debug)]
+pub(super) struct Delivery {
+    /// Sequence number within the subscription (the second half of the ack id).
+    pub seq: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// How many times it had been redelivered before this delivery.
+    pub redeliveries: u32,
+    /// For queue messages: the queue-depth permit, released when settled.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// For queue messages: the message's place in its queue's order.
+    pub qseq: u64,
+    /// Whether the client may have seen it: written, or in a write that failed midway.
+    pub written: bool,
+}
+
+/// A subscription's unsettled deliveries, in delivery order.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    next_seq: u64,
+    items: VecDeque<Delivery>,
+}
+
+impl Pending {
+    pub(super) fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    pub(super) fn record(&mut self, delivery: Delivery) {
+        self.items.push_back(delivery);
+    }
+
+    fn position(&self, seq: u64) -> Option<usize> {
+        let i = self.items.partition_point(|d| d.seq < seq);
+        (self.items.get(i)?.seq == seq).then_some(i)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// What an ACK or NACK named, found but not yet settled.
+#[derive(Clone, Debug)]
+pub struct AckRef {
+    /// The subscription that holds the delivery.
+    pub sub: Arc<Subscription>,
+    /// The delivery's sequence number.
+    pub seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct LinkState {
+    /// Every subscription with something to settle: the live ones, and unsubscribed
+    /// ones whose deliveries may still be ACKed or NACKed until the connection closes.
+    subs: HashMap<u64, Arc<Subscription>>,
+    closed: bool,
+}
+
+/// The router's side of one connection: its subscriptions and their deliveries. The
+/// session and the writer report events here; see the module docs.
+#[derive(Debug)]
+pub struct Link {
+    router: Router,
+    /// The session id: owner of this connection's temp queues.
+    session: Arc<str>,
+    state: Mutex<LinkState>,
+}
+
+impl Link {
+    /// The link of a new connection, owned by the returned guard.
+    pub fn open(router: Router, session: Arc<str>) -> LinkGuard {
+        LinkGuard(Arc::new(Link {
+            router,
+            session,
+            state: Mutex::default(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        self.state.lock().expect("link lock poisoned")
+    }
+
+    /// Subscriptions tracked: live ones and unsubscribed ones with deliveries left.
+    pub fn len(&self) -> usize {
+        self.lock().subs.len()
+    }
+
+    /// Whether no subscription is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.lock().subs.is_empty()
+    }
+
+    fn sub(&self, key: u64) -> Option<Arc<Subscription>> {
+        self.lock().subs.get(&key).cloned()
+    }
+
+    /// Attaches `sub` to `destination` (see `Router::subscribe`) and tracks it.
+    pub fn subscribe(
+        &self,
+        destination: &str,
+        sub: Arc<Subscription>,
+    ) -> Result<(), super::RouteError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Ok(());
+        }
+        self.router.attach(destination, sub.clone())?;
+        st.subs.insert(sub.key, sub);
+        Ok(())
+    }
+
+    /// UNSUBSCRIBE: no more deliveries. Those still in the outbox are taken back and
+    /// returned as never seen; written ones stay ACK-able until the connection closes.
+    pub fn unsubscribe(&self, sub: &Arc<Subscription>) {
+        self.router.detach(sub);
+        let unwritten = sub.outbox.take_deliveries_of(sub.key);
+        let returned = {
+            let mut pending = sub.lock();
+            let mut returned = Vec::new();
+            for t in unwritten {
+                if let Some(i) = pending.position(t.seq) {
+                    returned.extend(pending.items.remove(i));
+                }
+            }
+            if pending.is_empty() {
+                self.lock().subs.remove(&sub.key);
+            }
+            returned
+        };
+        give_back(sub, returned, false);
+    }
+
+    /// The writer wrote these deliveries: auto-ack ones are settled (their queue slot
+    /// freed), client-ack ones now count as seen.
+    pub fn written(&self, tickets: &[Ticket]) {
+        self.each_sub(tickets, |sub, seqs| {
+            let settled: Vec<Delivery> = {
+                let mut pending = sub.lock();
+                let mut settled = Vec::new();
+                for seq in seqs {
+                    let Some(i) = pending.position(seq) else {
+                        continue;
+                    };
+                    if sub.ack == AckMode::Auto {
+                        settled.extend(pending.items.remove(i));
+                    } else {
+                        pending.items[i].written = true;
+                    }
+                }
+                settled
+            };
+            settle(sub, settled);
+        });
+    }
+
+    /// A write failed with these deliveries in it: the client may have seen any of them.
+    pub fn maybe_written(&self, tickets: &[Ticket]) {
+        self.each_sub(tickets, |sub, seqs| {
+            let mut pending = sub.lock();
+            for seq in seqs {
+                if let Some(i) = pending.position(seq) {
+                    pending.items[i].written = true;
+                }
+            }
+        });
+    }
+
+    /// Runs `f` once per subscription with the sequence numbers of its tickets.
+    fn each_sub(&self, tickets: &[Ticket], mut f: impl FnMut(&Arc<Subscription>, Vec<u64>)) {
+        let mut rest = tickets;
+        while let Some(first) = rest.first() {
+            let n = rest.iter().take_while(|t| t.sub == first.sub).count();
+            if let Some(sub) = self.sub(first.sub) {
+                f(&sub, rest[..n].iter().map(|t| t.seq).collect());
+            }
+            rest = &rest[n..];
+        }
+    }
+
+    /// Finds the pending delivery an ack id (`key-seq`) names.
+    pub fn find(&self, key: u64, seq: u64) -> Option<AckRef> {
+        let sub = self.sub(key)?;
+        if sub.ack == AckMode::Auto || sub.lock().position(seq).is_none() {
+            return None;
+        }
+        Some(AckRef { sub, seq })
+    }
+
+    /// Finds a pending delivery by `message-id` (STOMP 1.0/1.1 acks): in `first` if it
+    /// holds it, otherwise in any subscription of this connection — RabbitMQ settles by
+    /// `message-id` alone, and its clients rely on that.
+    pub fn find_message_id(
+        &self,
+        first: Option<&Arc<Subscription>>,
+        message_id: &str,
+    ) -> Option<AckRef> {
+        let lookup = |sub: &Arc<Subscription>| {
+            if sub.ack == AckMode::Auto {
+                return None;
+            }
+            let pending = sub.lock();
+            let d = pending.items.iter().find(|d| d.message.id == message_id)?;
+            Some(AckRef {
+                sub: sub.clone(),
+                seq: d.seq,
+            })
+        };
+        if let Some(found) = first.and_then(lookup) {
+            return Some(found);
+        }
+        let subs: Vec<Arc<Subscription>> = self.lock().subs.values().cloned().collect();
+        subs.iter().find_map(lookup)
+    }
+
+    /// ACK or NACK of the delivery `r` (and, in `client` mode, every earlier one of its
+    /// subscription). ACK frees the queue slots; NACK requeues queue messages as
+    /// redeliveries (or dead-letters them) and drops topic ones. False if `r` is no
+    /// longer pending.
+    pub fn settle(&self, r: &AckRef, nack: bool) -> bool {
+        let sub = &r.sub;
+        let taken: Vec<Delivery> = {
+            let mut pending = sub.lock();
+            let Some(pos) = pending.position(r.seq) else {
+                return false;
+            };
+            let taken = match sub.ack {
+                AckMode::Client => pending.items.drain(..=pos).collect(),
+                _ => pending.items.remove(pos).into_iter().collect(),
+            };
+            if pending.is_empty() && !self.router.is_attached(sub) {
+                self.lock().subs.remove(&sub.key);
+            }
+            taken
+        };
+        if nack {
+            give_back(sub, taken, true);
+        } else {
+            settle(sub, taken);
+        }
+        true
+    }
+
+    /// Stops every delivery to this connection without settling anything: detaches all
+    /// subscriptions from their destinations. Called when the read side ends, before
+    /// the last frames are flushed.
+    pub fn detach_all(&self) {
+        let subs: Vec<Arc<Subscription>> = self.lock().subs.values().cloned().collect();
+        for sub in &subs {
+            self.router.detach(sub);
+        }
+    }
+
+    /// The connection is gone: every subscription detached, every unsettled delivery
+    /// returned (redelivered if the client may have seen it), temp queues deleted.
+    /// Idempotent.
+    pub fn close(&self) {
+        let subs: Vec<Arc<Subscription>> = {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            st.subs.drain().map(|(_, s)| s).collect()
+        };
+        let mut subs = subs;
+        subs.sort_by_key(|s| s.key);
+        for sub in &subs {
+            self.router.detach(sub);
+            let all: Vec<Delivery> = sub.lock().items.drain(..).collect();
+            give_back(sub, all, false);
+        }
+        self.router.remove_temp_queues(&self.session);
+    }
+}
+
+/// Owns a connection's [`Link`]: dropping it closes the link, so a session that ends
+/// in any way — a panic included — leaves no subscription registered and no delivery
+/// unreturned.
+#[derive(Debug)]
+pub struct LinkGuard(Arc<Link>);
+
+impl LinkGuard {
+    /// A handle for the writer's reports; it does not keep the link open.
+    pub fn handle(&self) -> Arc<Link> {
+        self.0.clone()
+    }
+}
+
+impl std::ops::Deref for LinkGuard {
+    type Target = Link;
+    fn deref(&self) -> &Link {
+        &self.0
+    }
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Settled: free the queue slots and the credit, and let the queue deliver more.
+fn settle(sub: &Arc<Subscription>, settled: Vec<Delivery>) {
+    if settled.is_empty() {
+        return;
+    }
+    sub.release_credit(settled.len());
+    drop(settled);
+    if let Some(Target::Queue(queue)) = sub.target.get() {
+        queue.dispatch();
+    }
+}
+
+/// Returned unsettled: queue messages go back to their queue in their original order
+/// (`seen` = NACKed: every one counts as a redelivery; otherwise those the client may
+/// have seen do); topic messages are dropped, since topics keep nothing.
+fn give_back(sub: &Arc<Subscription>, items: Vec<Delivery>, seen: bool) {
+    if items.is_empty() {
+        return;
+    }
+    sub.release_credit(items.len());
+    let Some(Target::Queue(queue)) = sub.target.get() else {
+        return;
+    };
+    let returned = items
+        .into_iter()
+        .map(|d| Returned {
+            message: d.message,
+            redeliveries: d.redeliveries,
+            seen: seen || d.written,
+            permit: d.permit,
+            qseq: d.qseq,
+        })
+        .collect();
+    queue.requeue(returned);
+}

@@ -1,0 +1,161 @@
+//! COMMIT in two steps, so that a transaction applies all of its frames or none.
+//!
+//! *Prepare* resolves every SEND's destination and reserves room in its queue, and
+//! finds every ACK/NACK's delivery; any waiting (a full queue, up to
+//! `queues.send_timeout_ms`) happens here, while the connection keeps handling other
+//! ACKs. *Apply* then hands every message on and settles every ack with no await in
+//! between and nothing that can fail. A failed prepare drops what it reserved, applies
+//! nothing, and the client gets ERROR naming the frame.
+
+use std::collections::HashSet;
+
+use super::{Done, Flow, Session, SessionError, Waiting, header};
+use crate::frame::{Command, Frame};
+use crate::router::{AckRef, Message, Reservation};
+
+/// One frame of a transaction, ready to apply.
+enum Step {
+    Send {
+        reservation: Reservation,
+        message: Box<Message>,
+        /// 1-based position in the transaction, for the error.
+        index: usize,
+    },
+    Ack {
+        found: AckRef,
+        nack: bool,
+    },
+}
+
+/// A transaction whose every frame has been checked, with queue room still to take
+/// for some SENDs (see [`Prepared::fill`]).
+pub struct Prepared {
+    tx: String,
+    steps: Vec<Step>,
+}
+
+impl Prepared {
+    fn is_ready(&self) -> bool {
+        self.steps.iter().all(|s| match s {
+            Step::Send { reservation, .. } => reservation.is_ready(),
+            Step::Ack { .. } => true,
+        })
+    }
+
+    /// Waits for room in every full queue; the first that stays full fails it all.
+    async fn fill(mut self) -> Result<Done, SessionError> {
+        for step in &mut self.steps {
+            if let Step::Send {
+                reservation, index, ..
+            } = step
+            {
+                reservation
+                    .fill()
+                    .await
+                    .map_err(|e| SessionError::InTransaction {
+                        tx: self.tx.clone(),
+                        index: *index,
+                        command: "SEND",
+                        source: Box::new(e.into()),
+                    })?;
+            }
+        }
+        Ok(Done::Commit(self))
+    }
+}
+
+impl Session {
+    /// COMMIT: prepare, then apply at once or after the wait for queue room.
+    pub(super) fn commit(&mut self, frame: &Frame) -> Result<Flow, SessionError> {
+        let tx = header(frame, "transaction")?.to_owned();
+        let held = self
+            .txs
+            .remove(&tx)
+            .ok_or_else(|| SessionError::UnknownTransaction(tx.clone()))?;
+        let prepared = self.prepare(tx, held)?;
+        if prepared.is_ready() {
+            return Ok(self.apply(prepared));
+        }
+        Ok(Flow::Wait(Waiting {
+            until: Box::pin(prepared.fill()),
+            receipt: None,
+        }))
+    }
+
+    fn prepare(&self, tx: String, held: Vec<Frame>) -> Result<Prepared, SessionError> {
+        let mut steps = Vec::with_capacity(held.len());
+        let mut acked = HashSet::new();
+        for (i, mut frame) in held.into_iter().enumerate() {
+            let index = i + 1;
+            let command = frame.command.as_str();
+            let fail = |e: SessionError| SessionError::InTransaction {
+                tx: tx.clone(),
+                index,
+                command,
+                source: Box::new(e),
+            };
+            frame.headers.retain(|k, _| k != "transaction");
+            match frame.command {
+                Command::Send => {
+                    let destination = self.resolve(header(&frame, "destination").map_err(fail)?);
+                    let reservation = self
+                        .shared
+                        .router
+                        .reserve(&destination)
+                        .map_err(|e| fail(e.into()))?;
+                    let message = self.message(destination, frame).map_err(fail)?;
+                    steps.push(Step::Send {
+                        reservation,
+                        message: Box::new(message),
+                        index,
+                    });
+                }
+                _ => {
+                    let found = self.find_ack(&frame).map_err(fail)?;
+                    if !acked.insert((found.sub.key, found.seq)) {
+                        let id = frame.headers.get("id").unwrap_or_default().to_owned();
+                        return Err(fail(SessionError::UnknownAck(id)));
+                    }
+                    steps.push(Step::Ack {
+                        found,
+                        nack: frame.command == Command::Nack,
+                    });
+                }
+            }
+        }
+        Ok(Prepared { tx, steps })
+    }
+
+    /// Applies a prepared transaction in frame order, with no await in between. Topic
+    /// subscribers with a full outbox may still make the receipt wait (flow control),
+    /// but the transaction itself is applied by then.
+    pub(super) fn apply(&mut self, prepared: Prepared) -> Flow {
+        let mut waits = Vec::new();
+        for step in prepared.steps {
+            match step {
+                Step::Send {
+                    reservation,
+                    message,
+                    ..
+                } => waits.extend(self.shared.router.commit(reservation, *message)),
+                // An earlier cumulative ACK of the same transaction may have settled
+                // it already: the outcome is the same.
+                Step::Ack { found, nack } => {
+                    self.link.settle(&found, nack);
+                }
+            }
+        }
+        if waits.is_empty() {
+            return Flow::Continue;
+        }
+        Flow::Wait(Waiting {
+            until: Box::pin(async move {
+                for wait in waits {
+                    wait.await?;
+                }
+                Ok(Done::Sent)
+            }),
+            receipt: None,
+        })
+    }
+}
