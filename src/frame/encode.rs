@@ -119,11 +119,17 @@ impl MessageParts {
         let v = Some(version);
         put_header(&mut dst, "destination", destination, v);
         put_header(&mut dst, "message-id", message_id, v);
-        for (k, val) in headers.iter() {
-            if version == Version::V1_0 && !representable_in_1_0(k, val) {
-                continue;
+        if version == Version::V1_0 {
+            for (k, val) in headers
+                .iter()
+                .filter(|(k, val)| representable_in_1_0(k, val))
+            {
+                put_header(&mut dst, k, val, v);
             }
-            put_header(&mut dst, k, val, v);
+        } else {
+            for (k, val) in headers.iter() {
+                put_header(&mut dst, k, val, v);
+            }
         }
         put_header(&mut dst, "content-length", &body.len().to_string(), None);
         dst.put_u8(b'\n');

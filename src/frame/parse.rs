@@ -275,10 +275,14 @@ impl Parser {
                 },
                 Some(_) => {}
             }
-            check_command_line(buf)?;
             match self.decode_head(buf)? {
                 Some(head) => self.head = Some(head),
-                None => return Ok(None),
+                // A complete head has its command checked by `decode_head`; only an
+                // incomplete one needs the early check, so whole frames pay nothing.
+                None => {
+                    check_command_line(buf)?;
+                    return Ok(None);
+                }
             }
         }
         self.take_body(buf)

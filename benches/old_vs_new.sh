@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Two stompbox builds side by side in one run, interleaved: topic fan-out and queue
+# throughput over WebSocket and TCP, medians taken by benches/summarize.py.
+#
+#   bash benches/old_vs_new.sh OLD_BINARY [RUNS] > results.jsonl
+#   python3 benches/summarize.py results.jsonl
+#
+# OLD_BINARY is a release `stompbox` built from an earlier commit (for example with
+# `git worktree add /tmp/base <commit> && cargo build --release --bin stompbox` there).
+# Loopback only; every run is bounded by --max-seconds.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+old=$1
+runs=${2:-3}
+
+cargo build --release --bin stompbox --bin stompbox-bench >&2
+bench=target/release/stompbox-bench
+ulimit -n "$(ulimit -Hn)"
+
+cleanup() { kill "${old_pid:-}" "${new_pid:-}" 2>/dev/null || true; }
+trap cleanup EXIT
+"$old" --tcp 127.0.0.1:61711 --ws 127.0.0.1:15711 2>/dev/null &
+old_pid=$!
+target/release/stompbox --tcp 127.0.0.1:61712 --ws 127.0.0.1:15712 2>/dev/null &
+new_pid=$!
+sleep 1
+
+targets=(
+    "old-ws|ws://127.0.0.1:15711/ws|$old_pid"
+    "new-ws|ws://127.0.0.1:15712/ws|$new_pid"
+    "old-tcp|tcp://127.0.0.1:61711|$old_pid"
+    "new-tcp|tcp://127.0.0.1:61712|$new_pid"
+)
+run() { # target messages scenario-args...
+    IFS='|' read -r label url pid <<< "$1"
+    local n=$2
+    shift 2
+    "$bench" --url "$url" --pid "$pid" --label "$label" --json --max-seconds 30 \
+        --messages "$n" "$@" 2>/dev/null ||
+        echo "{\"label\":\"$label\",\"scenario\":\"$1\",\"outcome\":\"failed\"}"
+}
+for r in $(seq "$runs"); do
+    echo "run $r/$runs" >&2
+    for t in "${targets[@]}"; do
+        run "$t" 200000 fanout --subscribers 10 --size 1024 --window 2
+        run "$t" 300000 queue --producers 1 --consumers 1 --ack auto --size 128
+        run "$t" 300000 queue --producers 1 --consumers 1 --ack client-individual --size 128
+    done
+done
