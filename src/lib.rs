@@ -17,9 +17,27 @@
 //! - [`session`] — CONNECT, subscriptions, acks, transactions, receipts, heart-beats; the
 //!   reader and writer tasks of a connection.
 //! - [`router`] — queues (credit, prefetch, redelivery, dead letters), topics
-//!   (wildcards, slow-consumer policy), temp queues.
+//!   (wildcards, flow control, slow-consumer policy), temp queues, and settlement
+//!   (`router::Link`): the one place that decides each delivery's fate.
 //! - [`outbox`] — the bounded per-connection queue the router `try`-pushes into.
 //! - [`metrics`] — counters.
+//!
+//! The import graph is a tree: `session → router → outbox`, and `transport → outbox`
+//! (for close reasons). Nothing below the router calls back up into it: a delivery
+//! rides in the outbox as an opaque `Ticket`, and the writer reports tickets to the
+//! connection's `Link`.
+//!
+//! # Settlement: one path for every delivery
+//!
+//! A delivery is *handed* (pushed into an outbox, recorded in the subscription's
+//! pending list with a ticket) → *written* (the writer reports its ticket after a
+//! successful flush; an auto-ack delivery is settled there) → *settled* (ACK) or
+//! *returned* (NACK; the connection gone; or never written). A returned queue message
+//! goes back to its original place in the queue (`qseq`), counted as a redelivery
+//! (`redelivered:true`) when the client may have seen it — written, or in a write that
+//! failed midway — and dead-lettered past `queues.max_redeliveries`. The session owns
+//! its `Link` through a guard whose `Drop` returns everything, so a session that dies
+//! in any way leaves no consumer registered and no message held.
 //!
 //! # Vocabulary
 //!
@@ -28,15 +46,20 @@
 //! - *outbox*: the frames waiting to be written to one connection.
 //! - *credit*: a queue may hand a subscription a message only while the subscription
 //!   has fewer than `prefetch` deliveries in flight and its outbox has room.
-//! - *slow consumer*: a connection whose outbox is full.
+//! - *slow consumer*: a connection whose outbox stayed full for a whole
+//!   `topics.slow_consumer_grace_ms` while a publisher waited for it; it stays one until
+//!   its outbox drains below half.
+//! - *delivery*: one message handed to one subscription; *settlement* decides its fate.
+//! - *link*: the router's record of one connection's subscriptions and deliveries.
 //!
 //! # Lock order
 //!
 //! `router` maps (`RwLock`) → a destination (`Mutex`: queue state or topic subscriber
-//! list) → a subscription's pending acks (`Mutex`) → an outbox's wake list (`Mutex`).
-//! Locks are std mutexes held for a few instructions; nothing awaits while holding one,
-//! and the one await on the publish path (room in a full queue) happens before the
-//! queue's lock is taken. A session is never locked from outside: it is owned by its
+//! list) → a subscription's pending deliveries (`Mutex`) → a link's subscription map
+//! (`Mutex`) → an outbox (`Mutex`). Locks are std mutexes held for a few
+//! instructions; nothing awaits while holding one. The awaits on the publish path —
+//! room in a full queue (before the queue's lock is taken) and room in a topic
+//! subscriber's full outbox (after the topic's lock is released) — hold none. A session is never locked from outside: it is owned by its
 //! task.
 
 #![warn(missing_docs)]
