@@ -238,3 +238,128 @@ async fn chat_example_tabs_see_each_other_and_leave_promptly() {
     }
     Driver::spawn(&args).succeeds().await;
 }
+
+/// A TCP proxy in front of the broker's WebSocket port that can stop forwarding one
+/// direction of every connection, keeping the sockets open: a link that went dead
+/// without a FIN, as a pulled cable or a suspended laptop leaves it.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    /// Stop forwarding client → broker (the client falls silent).
+    mute_client: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Stop forwarding broker → client (the broker stops answering).
+    mute_broker: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the broker closed a connection.
+    broker_closed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Proxy {
+    async fn start(to: std::net::SocketAddr) -> Proxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mute_client = Arc::new(AtomicBool::new(false));
+        let mute_broker = Arc::new(AtomicBool::new(false));
+        let broker_closed = Arc::new(tokio::sync::Notify::new());
+        let (mc, mb, closed) = (
+            mute_client.clone(),
+            mute_broker.clone(),
+            broker_closed.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(broker) = tokio::net::TcpStream::connect(to).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut br, mut bw) = broker.into_split();
+                let mc = mc.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !mc.load(Ordering::SeqCst) && bw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let (mb, closed) = (mb.clone(), closed.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match br.read(&mut buf).await {
+                            Ok(0) | Err(_) => {
+                                closed.notify_one();
+                                break;
+                            }
+                            Ok(n) => {
+                                if !mb.load(Ordering::SeqCst)
+                                    && cw.write_all(&buf[..n]).await.is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            mute_client,
+            mute_broker,
+            broker_closed,
+        }
+    }
+}
+
+/// Issue 8: stompjs with `heartbeatIncoming: 1000, heartbeatOutgoing: 1000` gets 1 s
+/// heart-beats both ways. The broker drops it within 3 s once it falls silent, and it
+/// detects a broker that stops answering within 3 s.
+#[tokio::test]
+async fn stompjs_one_second_heartbeats_detect_dead_links_within_3_s() {
+    use std::sync::atomic::Ordering;
+    let site = root().join("tests/browser");
+    require_browser_tools(&site);
+    let b = start_with(serving(&site)).await;
+    let proxy = Proxy::start(b.handle.ws_addr).await;
+    let base = format!("http://{}", b.handle.ws_addr);
+    let ws = format!("ws://{}/ws", proxy.addr);
+    let mut driver = Driver::spawn(&["heartbeat", &base, &ws]);
+
+    driver.until("PHASE connected 1 1000,1000").await;
+    // Heart-beats keep an idle connection alive: nothing is dropped over 2.5 s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The client falls silent: the broker must drop it within 3 s.
+    let closed = proxy.broker_closed.notified();
+    proxy.mute_client.store(true, Ordering::SeqCst);
+    let since = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), closed)
+        .await
+        .expect("the broker dropped the silent stompjs client within 3 s");
+    println!(
+        "broker dropped the silent client after {:?}",
+        since.elapsed()
+    );
+    proxy.mute_client.store(false, Ordering::SeqCst);
+
+    // stompjs reconnects; then the broker stops answering.
+    driver.until("PHASE connected 2 1000,1000").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.mute_broker.store(true, Ordering::SeqCst);
+    let stdout = driver.succeeds().await;
+    let silent: u64 = stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("SILENT_MS "))
+        .expect("stompjs reported the silent broker")
+        .parse()
+        .unwrap();
+    assert!(
+        silent <= 3000,
+        "stompjs noticed the silent broker after {silent} ms"
+    );
+    b.handle.shutdown().await;
+}

@@ -7,6 +7,10 @@
 //       follows its window.stompTest. Prints `PHASE ready-for-restart` and
 //       `PHASE resubscribed` as the page reaches them: the Rust test restarts the
 //       broker after the first and publishes after the second.
+//   node tests/browser/driver.mjs heartbeat BASE_URL WS_URL
+//       Loads BASE_URL/heartbeat.html, whose stompjs client (heart-beats 1 s both
+//       ways) connects to WS_URL. Prints `PHASE connected N` on its Nth connection
+//       and `SILENT_MS n` once stompjs reports a broker silent for n ms.
 //   node tests/browser/driver.mjs chat BASE_URL [SCREENSHOT.png]
 //       Opens the chat example (examples/chat) in several pages and checks that
 //       they see each other's lines and an honest "users connected" count.
@@ -104,6 +108,29 @@ async function stompjs(base, run, afterHex) {
   return finish(true);
 }
 
+async function heartbeat(base, ws) {
+  const page = await context.newPage();
+  const errors = [];
+  watch(page, 'page', errors);
+  const response = await page.goto(`${base}/heartbeat.html?ws=${encodeURIComponent(ws)}`);
+  if (!response?.ok()) return finish(false, `GET ${base}/heartbeat.html answered ${response?.status()}`);
+  let announced = 0;
+  for (;;) {
+    const hb = await page.evaluate(() => window.hb);
+    if (errors.length) return finish(false, errors.join('; '));
+    while (announced < hb.connects) {
+      announced += 1;
+      console.log(`PHASE connected ${announced} ${hb.heartBeat}`);
+    }
+    if (hb.silentMs !== null) {
+      console.log(`SILENT_MS ${hb.silentMs}`);
+      console.error(`page log:\n  ${hb.log.join('\n  ')}`);
+      return finish(true);
+    }
+    await sleep(50);
+  }
+}
+
 // The chat example, as people use it: typing into the box and reading the page.
 async function chat(base, screenshot) {
   const errors = [];
@@ -195,6 +222,7 @@ try {
 }
 try {
   if (mode === 'stompjs') await stompjs(base, rest[0], rest[1] ?? '');
+  else if (mode === 'heartbeat') await heartbeat(base, rest[0]);
   else if (mode === 'chat') {
     await chat(base, rest[0]);
     await finish(true);
