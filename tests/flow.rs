@@ -24,10 +24,14 @@ fn body(i: usize, len: usize) -> String {
 /// 50,000 x 1 KiB SENDs to a topic as fast as the socket takes them, one subscriber
 /// reading at full speed and one never reading. The reader gets every message, in
 /// order; the publisher is held for one grace (the never-reader is then the slow
-/// consumer and the configured policy drops its copies).
-async fn burst(make: impl AsyncFn(&TestBroker) -> Client) {
+/// consumer and the configured policy drops its copies). `outbox_frames` sets
+/// `outbox.max_frames`: the smaller, the more often a healthy reader's outbox is
+/// momentarily full.
+async fn burst(outbox_frames: usize, make: impl AsyncFn(&TestBroker) -> Client) {
     const N: usize = 50_000;
-    let b = start().await;
+    let mut cfg = config();
+    cfg.outbox.max_frames = outbox_frames;
+    let b = start_with(cfg).await;
     let mut never = make(&b).await;
     never.subscribe("0", "/topic/burst", "auto").await;
     let mut reader = make(&b).await;
@@ -73,12 +77,14 @@ async fn burst(make: impl AsyncFn(&TestBroker) -> Client) {
 
 #[tokio::test]
 async fn burst_to_topic_over_tcp_healthy_subscriber_loses_nothing() {
-    burst(async |b: &TestBroker| connected(b).await).await;
+    burst(1024, async |b: &TestBroker| connected(b).await).await;
 }
 
 #[tokio::test]
 async fn burst_to_topic_over_ws_healthy_subscriber_loses_nothing() {
-    burst(async |b: &TestBroker| {
+    // Over WebSocket the test's own client is the slower side; a 64-frame outbox
+    // makes the reader's outbox fill during the burst (on d32359b: messages lost).
+    burst(64, async |b: &TestBroker| {
         let (mut c, _) = Client::ws(&b.ws_url(), &["v12.stomp"]).await;
         c.connect().await;
         c
