@@ -136,7 +136,8 @@ pub struct LimitsConfig {
     pub max_tx_frames: usize,
     /// Frames read and held, in order, behind a frame that waits for room (ACK, NACK
     /// and heart-beats are still handled meanwhile). At this many, or once the held
-    /// bodies reach `max_body_bytes`, the connection stops reading until the wait ends.
+    /// frames (headers and bodies) reach `max_body_bytes`, the connection stops reading
+    /// until the wait ends.
     pub max_held_frames: usize,
     /// After an ERROR, how long to keep reading (and discarding) before closing, so the
     /// peer's unread bytes do not turn our close into a reset that loses the ERROR.

@@ -148,8 +148,15 @@ impl std::fmt::Debug for OutboxTx {
     }
 }
 
-/// The writer's side.
+/// The writer's side. Dropping it closes the outbox, so that nobody waits for room
+/// that a writer which is gone (a panic included) will never make.
 pub struct OutboxRx(Arc<Shared>);
+
+impl Drop for OutboxRx {
+    fn drop(&mut self) {
+        self.close_and_drain();
+    }
+}
 
 /// A bounded outbox of `max_frames` items and `max_bytes` bytes. The batch the writer
 /// is currently writing is not counted: at most the same amount again is in flight.
@@ -283,6 +290,11 @@ impl OutboxTx {
             _ => true,
         });
         st.bytes = bytes;
+        drop(st);
+        if !tickets.is_empty() {
+            // Publishers waiting for room must see it now, not at the writer's next batch.
+            self.0.room.notify_waiters();
+        }
         tickets
     }
 
@@ -433,6 +445,45 @@ mod tests {
         assert!(tx.is_slow());
         rx.wake_if_drained();
         assert!(!tx.is_slow());
+    }
+
+    #[tokio::test]
+    async fn taking_deliveries_back_wakes_publishers_waiting_for_room() {
+        let (tx, _rx) = outbox(1, 100);
+        tx.try_push(Outgoing::Message {
+            head: Bytes::from_static(b"h"),
+            tail: Bytes::from_static(b"t"),
+            ticket: Some(Ticket { sub: 1, seq: 0 }),
+        })
+        .unwrap();
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.room_for(1).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        tx.take_deliveries_of(1);
+        let woke = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(woke.expect("woken without a writer batch").unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_writer_side_fails_every_wait() {
+        let (tx, rx) = outbox(1, 100);
+        assert!(tx.push(frame(b"a")).await);
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.push(frame(b"b")).await }
+        });
+        tokio::task::yield_now().await;
+        drop(rx);
+        let pushed = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(
+            !pushed
+                .expect("no writer: the push fails, never hangs")
+                .unwrap()
+        );
+        assert!(!tx.room_for(1).await);
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! nothing to settle or return.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -102,6 +103,8 @@ pub struct Link {
     router: Router,
     /// The session id: owner of this connection's temp queues.
     session: Arc<str>,
+    /// Set when the session uses a temp queue: `close` then deletes them.
+    temp_queues: AtomicBool,
     state: Mutex<LinkState>,
 }
 
@@ -111,6 +114,7 @@ impl Link {
         LinkGuard(Arc::new(Link {
             router,
             session,
+            temp_queues: AtomicBool::new(false),
             state: Mutex::default(),
         }))
     }
@@ -139,13 +143,38 @@ impl Link {
         destination: &str,
         sub: Arc<Subscription>,
     ) -> Result<(), super::RouteError> {
-        let mut st = self.lock();
-        if st.closed {
-            return Ok(());
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Ok(());
+            }
+            // Tracked before it can receive anything, so that the writer's reports find
+            // it; attached without holding the link's lock (see the lock order).
+            st.subs.insert(sub.key, sub.clone());
         }
-        self.router.attach(destination, sub.clone())?;
-        st.subs.insert(sub.key, sub);
+        if destination.starts_with("/temp-queue/") {
+            self.note_temp_queue();
+        }
+        if let Err(e) = self.router.attach(destination, sub.clone()) {
+            self.lock().subs.remove(&sub.key);
+            return Err(e);
+        }
+        if self.lock().closed {
+            // Closed meanwhile: `close` may have missed it.
+            self.router.detach(&sub);
+        }
         Ok(())
+    }
+
+    /// Notes that this connection uses a temp queue, so `close` removes its temp queues
+    /// (again, if one was created after an earlier close).
+    pub fn note_temp_queue(&self) {
+        self.temp_queues.store(true, Ordering::Release);
+    }
+
+    /// Whether the link has been closed: the connection is ending.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// UNSUBSCRIBE: no more deliveries. Those still in the outbox are taken back and
@@ -161,9 +190,7 @@ impl Link {
                     returned.extend(pending.items.remove(i));
                 }
             }
-            if pending.is_empty() {
-                self.lock().subs.remove(&sub.key);
-            }
+            self.forget_if_done(sub, &pending);
             returned
         };
         give_back(sub, returned, false);
@@ -186,6 +213,7 @@ impl Link {
                         pending.items[i].written = true;
                     }
                 }
+                self.forget_if_done(sub, &pending);
                 settled
             };
             settle(sub, settled);
@@ -213,6 +241,14 @@ impl Link {
                 f(&sub, rest[..n].iter().map(|t| t.seq).collect());
             }
             rest = &rest[n..];
+        }
+    }
+
+    /// Stops tracking an unsubscribed subscription once nothing of it is left to settle.
+    /// Called holding its pending lock (which comes before the link's).
+    fn forget_if_done(&self, sub: &Subscription, pending: &Pending) {
+        if pending.is_empty() && !self.router.is_attached(sub) {
+            self.lock().subs.remove(&sub.key);
         }
     }
 
@@ -266,9 +302,7 @@ impl Link {
                 AckMode::Client => pending.items.drain(..=pos).collect(),
                 _ => pending.items.remove(pos).into_iter().collect(),
             };
-            if pending.is_empty() && !self.router.is_attached(sub) {
-                self.lock().subs.remove(&sub.key);
-            }
+            self.forget_if_done(sub, &pending);
             taken
         };
         if nack {
@@ -293,22 +327,32 @@ impl Link {
     /// returned (redelivered if the client may have seen it), temp queues deleted.
     /// Idempotent.
     pub fn close(&self) {
+        self.close_with(false);
+    }
+
+    /// `close`, where `seen_all` counts every delivery as possibly seen: when the writer
+    /// may still be writing (a panic unwinding the session), a delivery not yet
+    /// reported written may be on the wire all the same.
+    fn close_with(&self, seen_all: bool) {
         let subs: Vec<Arc<Subscription>> = {
             let mut st = self.lock();
             if st.closed {
-                return;
+                Vec::new()
+            } else {
+                st.closed = true;
+                st.subs.drain().map(|(_, s)| s).collect()
             }
-            st.closed = true;
-            st.subs.drain().map(|(_, s)| s).collect()
         };
         let mut subs = subs;
         subs.sort_by_key(|s| s.key);
         for sub in &subs {
             self.router.detach(sub);
             let all: Vec<Delivery> = sub.lock().items.drain(..).collect();
-            give_back(sub, all, false);
+            give_back(sub, all, seen_all);
         }
-        self.router.remove_temp_queues(&self.session);
+        if self.temp_queues.swap(false, Ordering::AcqRel) {
+            self.router.remove_temp_queues(&self.session);
+        }
     }
 }
 
@@ -333,8 +377,11 @@ impl std::ops::Deref for LinkGuard {
 }
 
 impl Drop for LinkGuard {
+    /// On the normal path the writer has closed the link already and this only removes
+    /// temp queues created since. Otherwise (a panic) the writer may still be mid-write,
+    /// so everything returned is marked as possibly seen.
     fn drop(&mut self) {
-        self.0.close();
+        self.0.close_with(true);
     }
 }
 

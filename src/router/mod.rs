@@ -413,7 +413,7 @@ impl Router {
         if fanout.blocked.is_empty() {
             return None;
         }
-        let grace = inner.config.slow_consumer_grace;
+        let deadline = tokio::time::Instant::now() + inner.config.slow_consumer_grace;
         let topic::Fanout {
             policy,
             metrics,
@@ -421,7 +421,7 @@ impl Router {
             ..
         } = fanout;
         Some(Box::pin(async move {
-            topic::wait_for_room(message, blocked, grace, policy, metrics).await;
+            topic::wait_for_room(message, blocked, deadline, policy, metrics).await;
             Ok(())
         }))
     }
@@ -479,9 +479,12 @@ impl Router {
 
     /// Detaches a subscription from its destination: no more deliveries. Idempotent.
     fn detach(&self, sub: &Arc<Subscription>) {
-        if sub.detached.swap(true, Ordering::AcqRel) {
+        if sub.is_detached() {
             return;
         }
+        // Removed from its destination first, so that no dispatch picks it once it
+        // refuses deliveries; the flag then stops publishers that hold it outside the
+        // destination's lock (a topic publisher waiting for room).
         match sub.target.get() {
             None => {}
             Some(Target::Queue(queue)) => queue.remove_consumer(sub),
@@ -499,6 +502,7 @@ impl Router {
                     .retain(|(_, s)| !Arc::ptr_eq(s, sub));
             }
         }
+        sub.detached.store(true, Ordering::Release);
     }
 
     /// Whether `sub` still receives deliveries.

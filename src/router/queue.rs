@@ -201,13 +201,19 @@ impl Queue {
             let consumer = st.consumers[idx].clone();
             let r = st.ready.pop_front().expect("checked non-empty");
             if let Err(back) = consumer.deliver(r.message, r.redeliveries, r.permit, r.qseq) {
-                // Lost a race with the outbox filling up: keep the message first in line.
+                // Lost a race with the outbox filling up (or with the consumer being
+                // detached): keep the message first in line.
                 st.ready.push_front(Ready {
                     message: back.message,
                     redeliveries: r.redeliveries,
                     permit: back.permit,
                     qseq: r.qseq,
                 });
+                if consumer.is_detached() {
+                    st.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
+                    st.next = 0;
+                    continue;
+                }
                 // Its writer wakes us once it has drained; until then stop here rather
                 // than spin on a consumer whose credit check raced its outbox.
                 let me: Weak<dyn Wake> = self.me.clone();

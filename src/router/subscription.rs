@@ -105,6 +105,17 @@ impl Subscription {
         }
     }
 
+    /// Whether it has been detached from its destination (UNSUBSCRIBE, or the end).
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::Acquire)
+    }
+
+    /// An upper bound of the wire size of one delivery of `message`: the prefix, an
+    /// `ack` header, and the shared tail. What a publisher waits for room for.
+    pub fn delivery_len(&self, message: &Message) -> usize {
+        self.prefix.len() + message.tail(self.version).len() + 64
+    }
+
     /// Whether a queue may hand this subscription another message now.
     pub fn has_credit(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) < self.prefetch && self.outbox.has_room()
@@ -131,6 +142,9 @@ impl Subscription {
     /// and it returns false.
     pub fn deliver_topic(self: &Arc<Self>, message: &Arc<Message>) -> bool {
         if self.ack == AckMode::Auto {
+            if self.is_detached() {
+                return false;
+            }
             let (head, tail) = message.frame_for(&self.prefix, self.version);
             return self
                 .outbox
@@ -157,6 +171,11 @@ impl Subscription {
     ) -> Result<(), Undelivered> {
         let tail = message.tail(self.version);
         let mut pending = self.lock();
+        // Checked under the pending lock, which UNSUBSCRIBE takes after detaching: a
+        // delivery is either refused here or found and taken back there.
+        if self.is_detached() {
+            return Err(Undelivered { message, permit });
+        }
         let seq = pending.next_seq();
         let ack_id = (self.ack != AckMode::Auto).then(|| format!("{}-{}", self.key, seq));
         let head = MessageParts::head(&self.prefix, ack_id.as_deref(), redeliveries);

@@ -225,6 +225,55 @@ async fn returned_deliveries_keep_queue_order_and_mark_only_what_was_seen() {
     );
 }
 
+#[tokio::test]
+async fn an_unsubscribed_subscription_is_forgotten_once_its_last_delivery_is_written() {
+    let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
+    let (a, mut ra) = sub(1, AckMode::Auto, 100, 100);
+    l.subscribe("/queue/f", a.clone()).unwrap();
+    send(&r, "/queue/f", "m").await.unwrap();
+    // The writer holds the delivery in its batch when UNSUBSCRIBE comes.
+    let mut batch = std::collections::VecDeque::new();
+    futures_util::FutureExt::now_or_never(ra.recv_batch(&mut batch)).unwrap();
+    l.unsubscribe(&a);
+    assert_eq!(l.len(), 1, "its delivery is still unsettled");
+    let Some(Outgoing::Message { ticket, .. }) = batch.front() else {
+        panic!()
+    };
+    l.written(&[ticket.unwrap()]);
+    assert_eq!(l.len(), 0);
+}
+
+#[tokio::test]
+async fn what_a_publisher_waits_for_is_at_least_the_delivery() {
+    let r = router(SlowConsumerPolicy::Drop);
+    let l = link(&r);
+    let long_id = "sub-".to_owned() + &"f".repeat(200);
+    let (tx, mut rx) = outbox(10, 1 << 20);
+    let s = Arc::new(Subscription::new(
+        "s1".into(),
+        u64::MAX,
+        long_id,
+        AckMode::ClientIndividual,
+        10,
+        Version::V1_2,
+        tx,
+        CancellationToken::new(),
+    ));
+    l.subscribe("/topic/len", s.clone()).unwrap();
+    let message = r.message(
+        "/topic/len".into(),
+        Headers::new(),
+        Bytes::from_static(b"x"),
+    );
+    let bound = s.delivery_len(&message);
+    send(&r, "/topic/len", "x").await.unwrap();
+    let mut batch = std::collections::VecDeque::new();
+    futures_util::FutureExt::now_or_never(rx.recv_batch(&mut batch)).unwrap();
+    let wire = batch.front().unwrap().wire_len();
+    assert!(wire <= bound, "{wire} > {bound}");
+}
+
 #[test]
 fn a_link_dropped_by_a_panic_leaves_nothing_registered() {
     let rt = tokio::runtime::Builder::new_current_thread()

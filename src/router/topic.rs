@@ -9,7 +9,6 @@
 //! waits for it again until it has drained below half.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use super::{Message, Subscription};
 use crate::config::SlowConsumerPolicy;
@@ -94,29 +93,36 @@ fn slow(sub: &Subscription, policy: SlowConsumerPolicy, metrics: &Metrics) {
 }
 
 /// The publisher's wait for subscribers whose outbox was full: holding no lock, all of
-/// them within one `grace` from now. One still full when the grace is over is marked
-/// slow and gets the policy.
+/// them until one `deadline` (the publish time plus the grace). One still full when
+/// the deadline passes is marked slow and gets the policy; one marked slow meanwhile
+/// (by another publisher) gets it at once.
 pub(super) async fn wait_for_room(
     message: Arc<Message>,
     blocked: Vec<Arc<Subscription>>,
-    grace: Duration,
+    deadline: tokio::time::Instant,
     policy: SlowConsumerPolicy,
     metrics: Arc<Metrics>,
 ) {
-    let deadline = tokio::time::Instant::now() + grace;
     for sub in blocked {
-        let len = message.tail(sub.version).len() + 64;
+        // An upper bound of the delivery's size: once it fits, the push succeeds
+        // unless another publisher took the room first.
+        let len = sub.delivery_len(&message);
         loop {
+            if sub.is_detached() {
+                break;
+            }
+            if sub.outbox.is_slow() {
+                slow(&sub, policy, &metrics);
+                break;
+            }
             match tokio::time::timeout_at(deadline, sub.outbox.room_for(len)).await {
                 Ok(true) => {
                     if sub.window_full() {
                         slow(&sub, policy, &metrics);
                     } else if sub.deliver_topic(&message) {
                         Metrics::inc(&metrics.messages_out);
-                    } else if sub.outbox.is_slow() {
-                        slow(&sub, policy, &metrics);
                     } else {
-                        // Another publisher took the room first: wait again.
+                        // Another publisher took the room first, or it was detached.
                         continue;
                     }
                 }

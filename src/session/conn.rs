@@ -181,7 +181,7 @@ enum Held {
 struct Reader {
     parser: Parser,
     held: VecDeque<Held>,
-    /// Body bytes of `held`.
+    /// Bytes of `held`, headers and bodies ([`held_size`]).
     held_bytes: usize,
     max_held_frames: usize,
     max_held_bytes: usize,
@@ -225,7 +225,7 @@ impl Reader {
                     }
                     self.held.extend(receipt.map(Held::Receipt));
                 } else {
-                    self.held_bytes += frame.body.len();
+                    self.held_bytes += held_size(&frame);
                     self.held.push_back(Held::Frame(frame));
                 }
                 continue;
@@ -238,7 +238,7 @@ impl Reader {
                     continue;
                 }
                 Some(Held::Frame(frame)) => {
-                    self.held_bytes -= frame.body.len();
+                    self.held_bytes -= held_size(&frame);
                     frame
                 }
                 None => match self.parser.parse(buf) {
@@ -285,6 +285,16 @@ impl Reader {
             }
         }
     }
+}
+
+/// What a held frame costs in memory, near enough: its headers and its body.
+fn held_size(frame: &Frame) -> usize {
+    let headers: usize = frame
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum();
+    headers + frame.body.len()
 }
 
 fn session_error(e: SessionError, receipt: Option<String>) -> End {
@@ -421,6 +431,9 @@ async fn write_loop(
     stop: CancellationToken,
     metrics: Arc<Metrics>,
 ) {
+    // However the writer ends (a panic included), the session must not go on waiting
+    // for a writer that is gone.
+    let _end_session = kill.clone().drop_guard();
     let mut heartbeat: Option<Duration> = None;
     let mut last_write = Instant::now();
     // Everything queued is taken at once and written with one flush.

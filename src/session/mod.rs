@@ -225,7 +225,11 @@ impl Session {
             Command::Begin => self.begin(&frame).map(|_| Flow::Continue)?,
             Command::Commit => self.commit(&frame)?,
             Command::Abort => self.abort(&frame).map(|_| Flow::Continue)?,
-            Command::Disconnect => Flow::Disconnect,
+            // No delivery after the RECEIPT: the client stops reading once it has it.
+            Command::Disconnect => {
+                self.link.detach_all();
+                Flow::Disconnect
+            }
             Command::Connected | Command::Message | Command::Receipt | Command::Error => {
                 unreachable!()
             }
@@ -364,6 +368,7 @@ impl Session {
         if let Some(reply_to) = headers.get("reply-to").map(str::to_owned) {
             let routable = self.resolve(&reply_to);
             if routable != reply_to {
+                self.link.note_temp_queue();
                 self.shared.router.ensure_temp_queue(&routable, &self.id)?;
                 headers.set_first("reply-to", routable);
             }

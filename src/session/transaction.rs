@@ -126,18 +126,31 @@ impl Session {
         Ok(Prepared { tx, steps })
     }
 
-    /// Applies a prepared transaction in frame order, with no await in between. Topic
-    /// subscribers with a full outbox may still make the receipt wait (flow control),
-    /// but the transaction itself is applied by then.
+    /// Applies a prepared transaction in frame order, with no await in between: every
+    /// queue message is enqueued and every ack settled before this returns. Topic
+    /// SENDs may still wait for room in full subscriber outboxes (flow control); then
+    /// the topic SENDs after the first one that waits are published after it, in
+    /// order, and the receipt follows them all.
     pub(super) fn apply(&mut self, prepared: Prepared) -> Flow {
-        let mut waits = Vec::new();
+        let router = self.shared.router.clone();
+        let mut first_wait = None;
+        let mut later = Vec::new();
         for step in prepared.steps {
             match step {
+                Step::Send {
+                    reservation: Reservation::Topic,
+                    message,
+                    ..
+                } if first_wait.is_some() => later.push(message),
                 Step::Send {
                     reservation,
                     message,
                     ..
-                } => waits.extend(self.shared.router.commit(reservation, *message)),
+                } => {
+                    if let Some(wait) = router.commit(reservation, *message) {
+                        first_wait = Some(wait);
+                    }
+                }
                 // An earlier cumulative ACK of the same transaction may have settled
                 // it already: the outcome is the same.
                 Step::Ack { found, nack } => {
@@ -145,13 +158,16 @@ impl Session {
                 }
             }
         }
-        if waits.is_empty() {
+        let Some(first_wait) = first_wait else {
             return Flow::Continue;
-        }
+        };
         Flow::Wait(Waiting {
             until: Box::pin(async move {
-                for wait in waits {
-                    wait.await?;
+                first_wait.await?;
+                for message in later {
+                    if let Some(wait) = router.commit(Reservation::Topic, *message) {
+                        wait.await?;
+                    }
                 }
                 Ok(Done::Sent)
             }),
