@@ -235,3 +235,59 @@ async fn huge_heartbeat_with_large_grace_leaves_no_zombie() {
         assert_eq!(&m.body[..], format!("m{i}").as_bytes());
     }
 }
+
+/// A topic SEND of a transaction that must wait for room in a subscriber's outbox
+/// keeps the transaction's later topic SENDs behind it: the subscriber gets them in
+/// the order of the transaction, never a small later one before a large earlier one.
+#[tokio::test]
+async fn transaction_topic_sends_keep_their_order_when_one_waits_for_room() {
+    const FILLER: usize = 16 * 1024;
+    let mut cfg = config();
+    cfg.outbox.max_bytes = 64 * 1024;
+    cfg.topics.slow_consumer_grace_ms = 10_000;
+    let b = start_with(cfg).await;
+    let mut s = Client::tcp_small_buffer(b.tcp()).await;
+    s.connect().await;
+    s.subscribe("0", "/topic/txo", "auto").await;
+    // Fill the kernel buffers and then the outbox, until a filler waits for room:
+    // the outbox then holds three 16 KiB fillers and has about 15 KiB free.
+    let mut p = connected(&b).await;
+    let mut blocked = false;
+    for i in 0..5_000 {
+        p.send(&format!(
+            "SEND\ndestination:/topic/txo\nreceipt:f{i}\n\n{}",
+            "f".repeat(FILLER)
+        ))
+        .await;
+        match p.next_frame_within(Duration::from_millis(300)).await {
+            Some(r) => assert_eq!(r.command, Command::Receipt),
+            None => {
+                blocked = true;
+                break;
+            }
+        }
+    }
+    assert!(blocked, "the subscriber's outbox never filled");
+    // 20 KiB does not fit now, 2 bytes do.
+    let mut q = connected(&b).await;
+    q.send("BEGIN\ntransaction:t\n\n").await;
+    q.send(&format!(
+        "SEND\ndestination:/topic/txo\ntransaction:t\n\nM1{}",
+        "1".repeat(20 * 1024)
+    ))
+    .await;
+    q.send("SEND\ndestination:/topic/txo\ntransaction:t\n\nM2")
+        .await;
+    q.send("COMMIT\ntransaction:t\nreceipt:c\n\n").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Now the subscriber reads everything.
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        let m = s.expect(Command::Message).await;
+        if m.body.starts_with(b"M") {
+            order.push(m.body.slice(..2));
+        }
+    }
+    assert_eq!(order, ["M1", "M2"]);
+    q.until_receipt("c").await;
+}

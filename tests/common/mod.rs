@@ -106,6 +106,14 @@ impl Client {
         ))
     }
 
+    /// A TCP client whose socket receive buffer is small, so that a client that does
+    /// not read makes the broker's outbox fill after little data.
+    pub async fn tcp_small_buffer(addr: SocketAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        Client::new(Io::Tcp(socket.connect(addr).await.expect("tcp connect")))
+    }
+
     /// A WebSocket offering `protocols`; returns the subprotocol the server chose.
     pub async fn ws(url: &str, protocols: &[&str]) -> (Client, Option<String>) {
         let mut req = url.into_client_request().unwrap();
