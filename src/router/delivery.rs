@@ -385,14 +385,18 @@ impl Drop for LinkGuard {
     }
 }
 
-/// Settled: free the queue slots and the credit, and let the queue deliver more.
+/// Settled: free the queue slots and the credit. Only a subscription whose prefetch
+/// window was full can have held its queue back (a full outbox wakes the queue through
+/// the outbox), so only then is the queue asked to deliver more.
 fn settle(sub: &Arc<Subscription>, settled: Vec<Delivery>) {
     if settled.is_empty() {
         return;
     }
-    sub.release_credit(settled.len());
+    let before = sub.release_credit(settled.len());
     drop(settled);
-    if let Some(Target::Queue(queue)) = sub.target.get() {
+    if before >= sub.prefetch
+        && let Some(Target::Queue(queue)) = sub.target.get()
+    {
         queue.dispatch();
     }
 }
