@@ -255,7 +255,8 @@ pub enum SlowConsumerPolicy {
 pub struct Outbox {
     /// Frames waiting to be written per connection.
     pub max_frames: usize,
-    /// Bytes waiting to be written per connection.
+    /// Bytes waiting to be written per connection. An empty outbox admits one item of
+    /// any size, so no `limits.max_body_bytes` makes a message undeliverable.
     pub max_bytes: usize,
     /// A connection whose socket accepts no byte for this long is closed. Measured
     /// from the last write that moved bytes, not per batch: a reader that is slow but
@@ -540,6 +541,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("slow_consumer"), "{err}");
+        for (toml, key) in [
+            ("[heartbeat]\nmin_ms = 0\n", "heartbeat.min_ms"),
+            ("[limits]\nmax_held_frames = 0\n", "limits.max_held_frames"),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        // A body limit above the outbox budget is valid: such a message still goes out.
+        let big = "[limits]\nmax_body_bytes = 33554432\n[outbox]\nmax_bytes = 1024\n";
+        assert!(Config::from_toml(big).is_ok());
     }
 
     #[test]
