@@ -671,3 +671,49 @@ async fn limits_max_queues() {
     d.publish("/queue/one", "still fine").await;
     assert_still_works(&mut by).await;
 }
+
+/// `limits.max_held_frames`: frames held behind a waiting SEND. At the limit reading
+/// pauses, so an ACK behind the held frames is not read and cannot free the room; one
+/// more allowed frame and the same ACK gets through.
+#[tokio::test]
+async fn limits_max_held_frames() {
+    for held in [1, 2] {
+        let mut cfg = config();
+        cfg.queues.max_depth = 1;
+        cfg.queues.send_timeout_ms = 1000;
+        cfg.limits.max_held_frames = held;
+        let b = start_with(cfg).await;
+        let mut w = connected(&b).await;
+        w.subscribe("0", "/queue/held", "client-individual").await;
+        w.publish("/queue/held", "job").await;
+        let job = w.expect(Command::Message).await;
+        let ack = |m: &Frame| format!("ACK\nid:{}\n\n", m.headers.get("ack").unwrap());
+        // f1 waits for room; f2 is held behind it; then the ACK that frees the room.
+        let mut bytes = Vec::new();
+        for f in [
+            "SEND\ndestination:/queue/held\nreceipt:f1\n\nf1".to_owned(),
+            "SEND\ndestination:/queue/held\nreceipt:f2\n\nf2".to_owned(),
+            ack(&job),
+        ] {
+            bytes.extend_from_slice(f.as_bytes());
+            bytes.push(0);
+        }
+        w.send_raw(&bytes).await;
+        if held == 1 {
+            let e = expect_fatal(&mut w, "queue /queue/held is full").await;
+            assert_eq!(e.headers.get("receipt-id"), Some("f1"));
+            continue;
+        }
+        // The ACK was read: f1 goes in, and once it is acked, f2.
+        let mut receipts = Vec::new();
+        while receipts.len() < 2 {
+            let f = w.frame().await;
+            match f.command {
+                Command::Receipt => receipts.push(f.headers.get("receipt-id").unwrap().to_owned()),
+                Command::Message => w.send(&ack(&f)).await,
+                _ => panic!("{f:?}"),
+            }
+        }
+        assert_eq!(receipts, ["f1", "f2"]);
+    }
+}
