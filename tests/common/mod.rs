@@ -218,12 +218,8 @@ impl Client {
         }
     }
 
-    /// The next frame, or `None` if the connection ended or `wait` passed first.
-    pub async fn next_frame_within(&mut self, wait: Duration) -> Option<Frame> {
-        if let Some(f) = self.stash.pop_front() {
-            return Some(f);
-        }
-        let deadline = tokio::time::Instant::now() + wait;
+    /// The next frame already in the read buffer, counting heart-beats before it.
+    fn buffered_frame(&mut self) -> Option<Frame> {
         loop {
             match self
                 .parser
@@ -231,11 +227,21 @@ impl Client {
                 .expect("broker sent valid STOMP")
             {
                 Some(Inbound::Frame(f)) => return Some(f),
-                Some(Inbound::Heartbeat) => {
-                    self.heartbeats += 1;
-                    continue;
-                }
-                None => {}
+                Some(Inbound::Heartbeat) => self.heartbeats += 1,
+                None => return None,
+            }
+        }
+    }
+
+    /// The next frame, or `None` if the connection ended or `wait` passed first.
+    pub async fn next_frame_within(&mut self, wait: Duration) -> Option<Frame> {
+        if let Some(f) = self.stash.pop_front() {
+            return Some(f);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(f) = self.buffered_frame() {
+                return Some(f);
             }
             match tokio::time::timeout_at(deadline, self.fill()).await {
                 Ok(true) => {}
@@ -251,14 +257,8 @@ impl Client {
             panic!("paced reads are for TCP");
         };
         loop {
-            match self
-                .parser
-                .parse(&mut self.buf)
-                .expect("broker sent valid STOMP")
-            {
-                Some(Inbound::Frame(f)) => return Some(f),
-                Some(Inbound::Heartbeat) => continue,
-                None => {}
+            if let Some(f) = self.buffered_frame() {
+                return Some(f);
             }
             let Io::Tcp(s) = &mut self.io else {
                 unreachable!()
