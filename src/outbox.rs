@@ -298,6 +298,22 @@ impl OutboxTx {
         tickets
     }
 
+    /// Like [`OutboxTx::wake_when_ready`], unless the outbox is below half already:
+    /// then nothing is registered and it returns true, for the caller to look again.
+    /// Checked under the outbox's lock, so a writer that drained it just before can
+    /// not leave the caller waiting for a wake-up that already happened.
+    pub fn wake_when_ready_or_now(&self, who: Weak<dyn Wake>) -> bool {
+        let mut st = self.0.lock();
+        if !st.closed && st.items.len() <= self.0.max_frames / 2 && st.bytes <= self.0.max_bytes / 2
+        {
+            return true;
+        }
+        if !st.starved.iter().any(|w| w.ptr_eq(&who)) {
+            st.starved.push(who);
+        }
+        false
+    }
+
     /// Asks to be woken when the writer has drained this outbox below half.
     pub fn wake_when_ready(&self, who: Weak<dyn Wake>) {
         let mut st = self.0.lock();
@@ -484,6 +500,25 @@ mod tests {
                 .unwrap()
         );
         assert!(!tx.room_for(1).await);
+    }
+
+    #[test]
+    fn a_drained_outbox_says_so_instead_of_registering() {
+        let (tx, mut rx) = outbox(4, 1000);
+        for _ in 0..4 {
+            tx.try_push(frame(b"x")).unwrap();
+        }
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let weak: Weak<dyn Wake> = Arc::downgrade(&(flag.clone() as Arc<dyn Wake>));
+        assert!(!tx.wake_when_ready_or_now(weak.clone()), "full: registered");
+        take(&mut rx);
+        // The writer drained it before a second caller looked: no wake-up would come.
+        assert!(tx.wake_when_ready_or_now(weak));
+        rx.wake_if_drained();
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "the first registration is still woken"
+        );
     }
 
     #[test]

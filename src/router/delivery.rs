@@ -152,16 +152,21 @@ impl Link {
             // it; attached without holding the link's lock (see the lock order).
             st.subs.insert(sub.key, sub.clone());
         }
-        if destination.starts_with("/temp-queue/") {
-            self.note_temp_queue();
-        }
         if let Err(e) = self.router.attach(destination, sub.clone()) {
             self.lock().subs.remove(&sub.key);
             return Err(e);
         }
+        // Noted once the temp queue exists, so a `close` that ran meanwhile is followed
+        // by the guard's, which then finds the note.
+        if destination.starts_with("/temp-queue/") {
+            self.note_temp_queue();
+        }
         if self.lock().closed {
-            // Closed meanwhile: `close` may have missed it.
+            // Closed meanwhile (the writer ended): `close` drained it before it was
+            // attached, possibly flagging it detached already, so remove it from its
+            // destination whatever the flag says.
             self.router.detach(&sub);
+            self.router.remove_from_destination(&sub);
         }
         Ok(())
     }

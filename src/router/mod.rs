@@ -482,9 +482,18 @@ impl Router {
         if sub.is_detached() {
             return;
         }
-        // Removed from its destination first, so that no dispatch picks it once it
-        // refuses deliveries; the flag then stops publishers that hold it outside the
-        // destination's lock (a topic publisher waiting for room).
+        self.remove_from_destination(sub);
+        // The flag stops publishers that hold it outside the destination's lock (a
+        // topic publisher waiting for room). Taking its pending lock once afterwards is
+        // a barrier: a tracked delivery that passed the flag check is in the outbox by
+        // now, where UNSUBSCRIBE finds it.
+        sub.detached.store(true, Ordering::Release);
+        drop(sub.lock());
+    }
+
+    /// Removes a subscription from its destination's list, flag or not. Idempotent;
+    /// removed first so that no dispatch picks a subscription that refuses deliveries.
+    fn remove_from_destination(&self, sub: &Arc<Subscription>) {
         match sub.target.get() {
             None => {}
             Some(Target::Queue(queue)) => queue.remove_consumer(sub),
@@ -502,7 +511,6 @@ impl Router {
                     .retain(|(_, s)| !Arc::ptr_eq(s, sub));
             }
         }
-        sub.detached.store(true, Ordering::Release);
     }
 
     /// Whether `sub` still receives deliveries.

@@ -187,12 +187,17 @@ impl Queue {
             let n = st.consumers.len();
             let Some(offset) = (0..n).find(|i| st.consumers[(st.next + i) % n].has_credit()) else {
                 // Nobody has credit. Those held back by a full outbox (not by their
-                // prefetch window) will wake us when their writer catches up.
+                // prefetch window) will wake us when their writer catches up; one whose
+                // writer drained it since the credit check has room now: look again.
+                let mut drained = false;
                 for c in &st.consumers {
                     if !c.window_full() {
                         let me: Weak<dyn Wake> = self.me.clone();
-                        c.outbox.wake_when_ready(me);
+                        drained |= c.outbox.wake_when_ready_or_now(me);
                     }
+                }
+                if drained {
+                    continue;
                 }
                 return;
             };

@@ -368,8 +368,8 @@ impl Session {
         if let Some(reply_to) = headers.get("reply-to").map(str::to_owned) {
             let routable = self.resolve(&reply_to);
             if routable != reply_to {
-                self.link.note_temp_queue();
                 self.shared.router.ensure_temp_queue(&routable, &self.id)?;
+                self.link.note_temp_queue();
                 headers.set_first("reply-to", routable);
             }
         }
