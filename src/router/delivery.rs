@@ -48,6 +48,7 @@ pub(super) struct Delivery {
     /// For queue messages: the message's place in its queue's order.
     pub qseq: u64,
     /// Whether the client may have seen it: written, or in a write that failed midway.
+    /// Set when it is taken out to be returned (see [`Pending::seen_upto`]).
     pub written: bool,
 }
 
@@ -56,6 +57,11 @@ pub(super) struct Delivery {
 pub(super) struct Pending {
     next_seq: u64,
     items: VecDeque<Delivery>,
+    /// Every delivery with a lower `seq` may have been seen by the client. The writer
+    /// writes a subscription's deliveries in `seq` order (they enter the outbox under
+    /// this lock, in that order), so one watermark replaces a flag per delivery and a
+    /// batch's report costs one store, not a search per delivery.
+    seen_upto: u64,
 }
 
 impl Pending {
@@ -76,6 +82,23 @@ impl Pending {
 
     fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// Every delivery up to `seq` may have been seen.
+    fn seen_through(&mut self, seq: u64) {
+        self.seen_upto = self.seen_upto.max(seq.saturating_add(1));
+    }
+
+    /// Takes every delivery out, each marked with whether it may have been seen.
+    fn take_all(&mut self) -> Vec<Delivery> {
+        let upto = self.seen_upto;
+        self.items
+            .drain(..)
+            .map(|mut d| {
+                d.written = d.seq < upto;
+                d
+            })
+            .collect()
     }
 }
 
@@ -204,18 +227,17 @@ impl Link {
     /// The writer wrote these deliveries: auto-ack ones are settled (their queue slot
     /// freed), client-ack ones now count as seen.
     pub fn written(&self, tickets: &[Ticket]) {
-        self.each_sub(tickets, |sub, seqs| {
+        self.each_sub(tickets, |sub, last| {
             let settled: Vec<Delivery> = {
                 let mut pending = sub.lock();
+                pending.seen_through(last);
                 let mut settled = Vec::new();
-                for seq in seqs {
-                    let Some(i) = pending.position(seq) else {
-                        continue;
-                    };
-                    if sub.ack == AckMode::Auto {
-                        settled.extend(pending.items.remove(i));
-                    } else {
-                        pending.items[i].written = true;
+                if sub.ack == AckMode::Auto {
+                    // Everything up to `last` still pending was in this batch: earlier
+                    // ones were settled by earlier batches, and deliveries taken back
+                    // out of the outbox left the pending list with them.
+                    while pending.items.front().is_some_and(|d| d.seq <= last) {
+                        settled.extend(pending.items.pop_front());
                     }
                 }
                 self.forget_if_done(sub, &pending);
@@ -227,23 +249,17 @@ impl Link {
 
     /// A write failed with these deliveries in it: the client may have seen any of them.
     pub fn maybe_written(&self, tickets: &[Ticket]) {
-        self.each_sub(tickets, |sub, seqs| {
-            let mut pending = sub.lock();
-            for seq in seqs {
-                if let Some(i) = pending.position(seq) {
-                    pending.items[i].written = true;
-                }
-            }
-        });
+        self.each_sub(tickets, |sub, last| sub.lock().seen_through(last));
     }
 
-    /// Runs `f` once per subscription with the sequence numbers of its tickets.
-    fn each_sub(&self, tickets: &[Ticket], mut f: impl FnMut(&Arc<Subscription>, Vec<u64>)) {
+    /// Runs `f` once per run of tickets of one subscription, with the run's last
+    /// sequence number (a subscription's tickets come in increasing order).
+    fn each_sub(&self, tickets: &[Ticket], mut f: impl FnMut(&Arc<Subscription>, u64)) {
         let mut rest = tickets;
         while let Some(first) = rest.first() {
             let n = rest.iter().take_while(|t| t.sub == first.sub).count();
             if let Some(sub) = self.sub(first.sub) {
-                f(&sub, rest[..n].iter().map(|t| t.seq).collect());
+                f(&sub, rest[n - 1].seq);
             }
             rest = &rest[n..];
         }
@@ -255,6 +271,14 @@ impl Link {
         if pending.is_empty() && !self.router.is_attached(sub) {
             self.lock().subs.remove(&sub.key);
         }
+    }
+
+    /// The delivery an ack id (`key-seq`) names, if its subscription is a client-ack
+    /// one of this connection, without checking that it is still pending: for an ACK
+    /// applied at once, whose [`Link::settle`] checks that.
+    pub fn locate(&self, key: u64, seq: u64) -> Option<AckRef> {
+        let sub = self.sub(key)?;
+        (sub.ack != AckMode::Auto).then_some(AckRef { sub, seq })
     }
 
     /// Finds the pending delivery an ack id (`key-seq`) names.
@@ -352,7 +376,7 @@ impl Link {
         subs.sort_by_key(|s| s.key);
         for sub in &subs {
             self.router.detach(sub);
-            let all: Vec<Delivery> = sub.lock().items.drain(..).collect();
+            let all = sub.lock().take_all();
             give_back(sub, all, seen_all);
         }
         if self.temp_queues.swap(false, Ordering::AcqRel) {

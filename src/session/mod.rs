@@ -449,10 +449,20 @@ impl Session {
     /// 1.1). A `subscription` that does not hold that message is no error: as RabbitMQ
     /// does, the delivery is found by `message-id` among all of this connection's,
     /// unsubscribed ones included.
-    fn find_ack(&self, frame: &Frame) -> Result<AckRef, SessionError> {
+    ///
+    /// With `pending_now`, an ack id must name a delivery pending now (a transaction
+    /// checks at once); otherwise [`crate::router::Link::settle`] checks it, saving a
+    /// second lookup on every ACK.
+    fn find_ack(&self, frame: &Frame, pending_now: bool) -> Result<AckRef, SessionError> {
         if let Some(id) = frame.headers.get("id") {
             let found = Subscription::parse_ack_id(id)
-                .and_then(|(key, seq)| self.link.find(key, seq))
+                .and_then(|(key, seq)| {
+                    if pending_now {
+                        self.link.find(key, seq)
+                    } else {
+                        self.link.locate(key, seq)
+                    }
+                })
                 .or_else(|| self.link.find_message_id(None, id));
             return found.ok_or_else(|| SessionError::UnknownAck(id.to_owned()));
         }
@@ -478,7 +488,8 @@ impl Session {
     /// In a transaction the id is checked at once and the frame held until COMMIT.
     fn ack(&mut self, frame: Frame) -> Result<(), SessionError> {
         let nack = frame.command == Command::Nack;
-        let found = self.find_ack(&frame)?;
+        let in_tx = frame.headers.get("transaction").is_some();
+        let found = self.find_ack(&frame, in_tx)?;
         if let Some(tx) = frame.headers.get("transaction") {
             return self.hold(tx.to_owned(), frame);
         }

@@ -111,7 +111,7 @@ impl Session {
                     });
                 }
                 _ => {
-                    let found = self.find_ack(&frame).map_err(fail)?;
+                    let found = self.find_ack(&frame, true).map_err(fail)?;
                     if !acked.insert((found.sub.key, found.seq)) {
                         let id = frame.headers.get("id").unwrap_or_default().to_owned();
                         return Err(fail(SessionError::UnknownAck(id)));
