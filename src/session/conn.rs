@@ -521,20 +521,27 @@ async fn write_loop(
 struct Stalled;
 
 /// Runs `write` until it completes, or until the socket has accepted no byte for
-/// `timeout`: the timer restarts whenever a write makes progress.
+/// `timeout`: the timer restarts whenever a write makes progress. The byte count is
+/// sampled every quarter of the timeout, so a stall is cut after between 1 and 1.25
+/// times `timeout` without progress.
 async fn progressing<T>(
     progress: &Progress,
     timeout: Duration,
     write: impl Future<Output = T>,
 ) -> Result<T, Stalled> {
     tokio::pin!(write);
-    let start = Instant::now();
+    let tick = timeout / 4;
+    let mut seen = progress.bytes();
+    let mut moved_at = Instant::now();
     loop {
-        let deadline = progress.last().max(start) + timeout;
         tokio::select! {
             out = &mut write => return Ok(out),
-            _ = sleep_until(deadline) => {
-                if progress.last().max(start) + timeout <= Instant::now() {
+            _ = sleep_until(Instant::now() + tick) => {
+                let now = progress.bytes();
+                if now != seen {
+                    seen = now;
+                    moved_at = Instant::now();
+                } else if moved_at.elapsed() >= timeout {
                     return Err(Stalled);
                 }
             }

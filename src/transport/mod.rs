@@ -134,34 +134,24 @@ impl Sink {
     }
 }
 
-/// Progress of a connection's writes: when a write last moved bytes. The writer's
-/// timeout (`outbox.write_timeout_ms`) measures the time since then, not per batch.
-#[derive(Clone, Debug)]
-pub struct Progress(Arc<ProgressClock>);
-
-#[derive(Debug)]
-struct ProgressClock {
-    base: tokio::time::Instant,
-    /// Milliseconds after `base` of the last write that moved bytes.
-    last_ms: AtomicU64,
-}
+/// Progress of a connection's writes: how many bytes the socket has accepted. The
+/// writer's timeout (`outbox.write_timeout_ms`) measures the time without any, not
+/// per batch. A plain counter, so a write costs two relaxed memory operations and no
+/// clock read; the writer samples it (see `session::conn`).
+#[derive(Clone, Debug, Default)]
+pub struct Progress(Arc<AtomicU64>);
 
 impl Progress {
-    fn new() -> Self {
-        Progress(Arc::new(ProgressClock {
-            base: tokio::time::Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }))
+    fn moved(&self, n: usize) {
+        // One writer task owns the stream: a load and a store need no atomic add.
+        let total = self.0.load(Ordering::Relaxed);
+        self.0
+            .store(total.wrapping_add(n as u64), Ordering::Relaxed);
     }
 
-    fn moved(&self) {
-        let ms = self.0.base.elapsed().as_millis() as u64;
-        self.0.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    /// When a write last moved bytes.
-    pub fn last(&self) -> tokio::time::Instant {
-        self.0.base + std::time::Duration::from_millis(self.0.last_ms.load(Ordering::Relaxed))
+    /// Bytes the socket has accepted so far.
+    pub fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -173,7 +163,7 @@ pub struct Counted<S> {
 
 impl<S> Counted<S> {
     fn new(inner: S) -> (Self, Progress) {
-        let progress = Progress::new();
+        let progress = Progress::default();
         (
             Counted {
                 inner,
@@ -201,10 +191,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r
-            && *n > 0
-        {
-            self.progress.moved();
+        if let Poll::Ready(Ok(n)) = &r {
+            self.progress.moved(*n);
         }
         r
     }
@@ -215,10 +203,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &r
-            && *n > 0
-        {
-            self.progress.moved();
+        if let Poll::Ready(Ok(n)) = &r {
+            self.progress.moved(*n);
         }
         r
     }
