@@ -10,7 +10,8 @@
 //   node tests/browser/driver.mjs heartbeat BASE_URL WS_URL
 //       Loads BASE_URL/heartbeat.html, whose stompjs client (heart-beats 1 s both
 //       ways) connects to WS_URL. Prints `PHASE connected N` on its Nth connection
-//       and `SILENT_MS n` once stompjs reports a broker silent for n ms.
+//       and `SILENT_MS n AT t` once stompjs reports a broker silent for n ms, t being
+//       the wall clock (ms since the epoch) when it did.
 //   node tests/browser/driver.mjs chat BASE_URL [SCREENSHOT.png]
 //       Opens the chat example (examples/chat) in several pages and checks that
 //       they see each other's lines and an honest "users connected" count.
@@ -123,7 +124,7 @@ async function heartbeat(base, ws) {
       console.log(`PHASE connected ${announced} ${hb.heartBeat}`);
     }
     if (hb.silentMs !== null) {
-      console.log(`SILENT_MS ${hb.silentMs}`);
+      console.log(`SILENT_MS ${hb.silentMs} AT ${hb.detectedAt}`);
       console.error(`page log:\n  ${hb.log.join('\n  ')}`);
       return finish(true);
     }
