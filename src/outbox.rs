@@ -132,6 +132,18 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("outbox lock poisoned")
     }
+
+    /// Below half full: where the slow mark clears and starved destinations wake.
+    fn drained(&self, st: &State) -> bool {
+        st.items.len() <= self.max_frames / 2 && st.bytes <= self.max_bytes / 2
+    }
+}
+
+/// Adds `who` to the destinations to wake, once.
+fn register(st: &mut State, who: Weak<dyn Wake>) {
+    if !st.starved.iter().any(|w| w.ptr_eq(&who)) {
+        st.starved.push(who);
+    }
 }
 
 /// The producing side; cheap to clone, held by the session and its subscriptions.
@@ -304,22 +316,16 @@ impl OutboxTx {
     /// not leave the caller waiting for a wake-up that already happened.
     pub fn wake_when_ready_or_now(&self, who: Weak<dyn Wake>) -> bool {
         let mut st = self.0.lock();
-        if !st.closed && st.items.len() <= self.0.max_frames / 2 && st.bytes <= self.0.max_bytes / 2
-        {
+        if !st.closed && self.0.drained(&st) {
             return true;
         }
-        if !st.starved.iter().any(|w| w.ptr_eq(&who)) {
-            st.starved.push(who);
-        }
+        register(&mut st, who);
         false
     }
 
     /// Asks to be woken when the writer has drained this outbox below half.
     pub fn wake_when_ready(&self, who: Weak<dyn Wake>) {
-        let mut st = self.0.lock();
-        if !st.starved.iter().any(|w| w.ptr_eq(&who)) {
-            st.starved.push(who);
-        }
+        register(&mut self.0.lock(), who);
     }
 
     /// Whether the writer has gone away.
@@ -356,7 +362,7 @@ impl OutboxRx {
     pub fn wake_if_drained(&self) {
         let starved = {
             let mut st = self.0.lock();
-            if st.items.len() > self.0.max_frames / 2 || st.bytes > self.0.max_bytes / 2 {
+            if !self.0.drained(&st) {
                 return;
             }
             st.slow = false;

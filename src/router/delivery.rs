@@ -160,7 +160,7 @@ impl Link {
         self.lock().subs.get(&key).cloned()
     }
 
-    /// Attaches `sub` to `destination` (see `Router::subscribe`) and tracks it.
+    /// Attaches `sub` to `destination` (see `Router::attach`) and tracks it.
     pub fn subscribe(
         &self,
         destination: &str,
@@ -268,7 +268,7 @@ impl Link {
     /// Stops tracking an unsubscribed subscription once nothing of it is left to settle.
     /// Called holding its pending lock (which comes before the link's).
     fn forget_if_done(&self, sub: &Subscription, pending: &Pending) {
-        if pending.is_empty() && !self.router.is_attached(sub) {
+        if pending.is_empty() && sub.is_detached() {
             self.lock().subs.remove(&sub.key);
         }
     }
@@ -283,11 +283,8 @@ impl Link {
 
     /// Finds the pending delivery an ack id (`key-seq`) names.
     pub fn find(&self, key: u64, seq: u64) -> Option<AckRef> {
-        let sub = self.sub(key)?;
-        if sub.ack == AckMode::Auto || sub.lock().position(seq).is_none() {
-            return None;
-        }
-        Some(AckRef { sub, seq })
+        self.locate(key, seq)
+            .filter(|r| r.sub.lock().position(seq).is_some())
     }
 
     /// Finds a pending delivery by `message-id` (STOMP 1.0/1.1 acks): in `first` if it

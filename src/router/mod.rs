@@ -368,16 +368,11 @@ impl Router {
                 Metrics::inc(&inner.metrics.messages_in);
                 None
             }
-            Reservation::Queue {
-                queue,
-                permit: None,
-                timeout,
-            } => {
-                let metrics = inner.metrics.clone();
+            mut waiting @ Reservation::Queue { permit: None, .. } => {
+                let router = self.clone();
                 Some(Box::pin(async move {
-                    let permit = queue.reserve(timeout).await?;
-                    queue.push(Arc::new(message), permit);
-                    Metrics::inc(&metrics.messages_in);
+                    waiting.fill().await?;
+                    router.commit(waiting, message);
                     Ok(())
                 }))
             }
@@ -511,11 +506,6 @@ impl Router {
                     .retain(|(_, s)| !Arc::ptr_eq(s, sub));
             }
         }
-    }
-
-    /// Whether `sub` still receives deliveries.
-    fn is_attached(&self, sub: &Subscription) -> bool {
-        !sub.detached.load(Ordering::Acquire)
     }
 
     /// Deletes the temp queues owned by a closing session; their messages are discarded.

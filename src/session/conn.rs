@@ -211,11 +211,10 @@ impl Reader {
                 if !self.reading(true) {
                     return None;
                 }
-                let mut frame = match self.parser.parse(buf) {
+                let mut frame = match self.next_frame(buf) {
+                    Ok(Some(frame)) => frame,
                     Ok(None) => return None,
-                    Ok(Some(Inbound::Heartbeat)) => continue,
-                    Ok(Some(Inbound::Frame(frame))) => frame,
-                    Err(e) => return Some(frame_error(e)),
+                    Err(end) => return Some(end),
                 };
                 if Session::may_overtake(&frame) {
                     let receipt = frame.headers.get("receipt").map(str::to_owned);
@@ -241,16 +240,27 @@ impl Reader {
                     self.held_bytes -= held_size(&frame);
                     frame
                 }
-                None => match self.parser.parse(buf) {
+                None => match self.next_frame(buf) {
+                    Ok(Some(frame)) => frame,
                     Ok(None) => return None,
-                    Ok(Some(Inbound::Heartbeat)) => continue,
-                    Ok(Some(Inbound::Frame(frame))) => frame,
-                    Err(e) => return Some(frame_error(e)),
+                    Err(end) => return Some(end),
                 },
             };
             let receipt = frame.headers.get("receipt").map(str::to_owned);
             if let Some(end) = self.handle(session, frame, receipt, waiting).await {
                 return Some(end);
+            }
+        }
+    }
+
+    /// The next whole frame in `buf`, heart-beat EOLs skipped.
+    fn next_frame(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, End> {
+        loop {
+            match self.parser.parse(buf) {
+                Ok(None) => return Ok(None),
+                Ok(Some(Inbound::Heartbeat)) => {}
+                Ok(Some(Inbound::Frame(frame))) => return Ok(Some(frame)),
+                Err(e) => return Err(frame_error(e)),
             }
         }
     }

@@ -144,11 +144,6 @@ impl Session {
         }
     }
 
-    /// The connection's link, for the writer's reports.
-    pub fn link(&self) -> &LinkGuard {
-        &self.link
-    }
-
     /// Whether `frame` may be handled while an earlier frame waits: a non-transactional
     /// ACK or NACK settles something already delivered and may free the very room the
     /// waiting SEND needs. Everything else stays behind in order.
@@ -496,9 +491,8 @@ impl Session {
         // S10: after a NACK, queue messages are redelivered (then dead-lettered);
         // topic messages are dropped, since topics keep nothing.
         if !self.link.settle(&found, nack) {
-            return Err(SessionError::UnknownAck(
-                frame.headers.get("id").unwrap_or_default().to_owned(),
-            ));
+            let id = frame.headers.get("id").or(frame.headers.get("message-id"));
+            return Err(SessionError::UnknownAck(id.unwrap_or_default().to_owned()));
         }
         Ok(())
     }
