@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
 # Installs the third-party STOMP clients used by the interop smoke tests and the
-# browser tests, and the chat example's client library.
+# browser tests, the chat example's client library, and (on Debian, when missing)
+# the Chromium the browser tests drive.
 # Paths are relative to the repository root, so the script moves there first.
 # Safe to re-run: pip --upgrade --target and npm ci both rebuild their target
 # from the pinned manifests each time.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The browser tests (tests/browser.rs) drive Debian's chromium, or the browser named
+# by STOMPBOX_CHROMIUM. Installed with apt (sudo when not root) only if missing.
+chromium=${STOMPBOX_CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$chromium" ]; then
+    if command -v apt-get >/dev/null; then
+        echo "install-interop: chromium (Debian package) for the browser tests"
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -q >/dev/null
+        $sudo apt-get install -y -q chromium >/dev/null
+    else
+        echo "install-interop: no $chromium and no apt-get: install Chromium and set STOMPBOX_CHROMIUM" >&2
+        exit 1
+    fi
+fi
 
 # --target keeps stomp.py out of the system site-packages; the smoke test is
 # run with PYTHONPATH=.interop/python. --upgrade makes re-runs replace the
