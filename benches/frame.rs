@@ -74,17 +74,18 @@ fn encode_message(c: &mut Criterion) {
         "/topic/prices",
         "abcd1234-17",
         &headers,
-        &body,
+        body.len(),
         Version::V1_2,
     );
     group.throughput(Throughput::Bytes(tail.len() as u64));
-    group.bench_function("message_tail_1KiB", |b| {
+    // The headers only since the body is no longer copied into the tail.
+    group.bench_function("message_tail", |b| {
         b.iter(|| {
             MessageParts::tail(
                 "/topic/prices",
                 "abcd1234-17",
                 &headers,
-                &body,
+                body.len(),
                 Version::V1_2,
             )
         })

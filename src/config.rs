@@ -64,6 +64,8 @@ pub struct Config {
     pub shutdown: Shutdown,
     /// The WebSocket port's plain-HTTP features.
     pub http: Http,
+    /// The broker-wide memory bound.
+    pub memory: Memory,
     /// The async runtime (read by the binary).
     pub runtime: Runtime,
 }
@@ -134,6 +136,20 @@ pub struct LimitsConfig {
     pub max_transactions: usize,
     /// Frames buffered in one open transaction.
     pub max_tx_frames: usize,
+    /// Bytes (headers and bodies) buffered in one open transaction: a client cannot
+    /// make the broker hold more than this per transaction before COMMIT.
+    pub max_tx_bytes: usize,
+    /// A frame that has started arriving must be complete within this long, heart-beats
+    /// or not: a half-sent frame does not hold its buffer forever.
+    pub frame_timeout_ms: u64,
+    /// Words (`.`-separated) in a topic name or pattern: every publish walks its words
+    /// through the wildcard index.
+    pub max_destination_words: usize,
+    /// Wildcard topic subscriptions per connection.
+    pub max_wildcard_subscriptions: usize,
+    /// Queues one connection may create (that still exist): one client cannot use up
+    /// `max_queues` for everyone.
+    pub max_queues_per_connection: usize,
     /// Frames read and held, in order, behind a frame that waits for room (ACK, NACK
     /// and heart-beats are still handled meanwhile). At this many, or once the held
     /// frames (headers and bodies) reach `max_body_bytes`, the connection stops reading
@@ -158,6 +174,11 @@ impl Default for LimitsConfig {
             max_subscriptions: 1_024,
             max_transactions: 16,
             max_tx_frames: 10_000,
+            max_tx_bytes: 16 * 1024 * 1024,
+            frame_timeout_ms: 30_000,
+            max_destination_words: 64,
+            max_wildcard_subscriptions: 128,
+            max_queues_per_connection: 1_000,
             max_held_frames: 128,
             linger_ms: 1_000,
         }
@@ -204,6 +225,26 @@ pub struct Queues {
     pub max_redeliveries: u32,
     /// Dead letters of `/queue/NAME` go to `/queue/<prefix>NAME`.
     pub dead_letter_prefix: String,
+    /// Bytes (headers and bodies) held per queue, unacknowledged ones included.
+    pub max_bytes: usize,
+    /// What a SEND to a queue at `max_depth` or `max_bytes` gets.
+    pub overflow: OverflowPolicy,
+    /// Highest `prefetch-count` a client may ask for (a larger one is lowered to this).
+    pub max_prefetch: usize,
+    /// An empty queue with no consumers and no producer waiting is deleted after this
+    /// long unused (0 = never). Temp queues go with their connection instead.
+    pub idle_delete_ms: u64,
+}
+
+/// What a queue that is full (by depth or bytes) does with one more message.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowPolicy {
+    /// The producer waits up to `send_timeout_ms` for room, then gets ERROR.
+    #[default]
+    Reject,
+    /// The oldest waiting messages are dropped (counted) to make room.
+    DropOldest,
 }
 
 impl Default for Queues {
@@ -214,6 +255,10 @@ impl Default for Queues {
             prefetch: 100,
             max_redeliveries: 5,
             dead_letter_prefix: "DLQ.".into(),
+            max_bytes: 64 * 1024 * 1024,
+            overflow: OverflowPolicy::Reject,
+            max_prefetch: 1_000,
+            idle_delete_ms: 300_000,
         }
     }
 }
@@ -314,7 +359,7 @@ impl fmt::Debug for User {
 }
 
 /// `[http]`
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Http {
     /// Serve `POST /api/publish?destination=…` on the WebSocket port. Off by default:
@@ -326,6 +371,42 @@ pub struct Http {
     /// need no separate web server; `/` is `index.html`. Empty (the default) serves
     /// nothing: a broker should not expose files until someone chooses which.
     pub static_dir: PathBuf,
+    /// Plain HTTP requests (publish, static files) served at once. HTTP has its own
+    /// pool, apart from `limits.max_connections`: stalled HTTP requests never lock
+    /// STOMP clients out, nor the reverse.
+    pub max_requests: usize,
+    /// Time to receive a whole request body, and to write a whole response.
+    pub body_timeout_ms: u64,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            publish: false,
+            static_dir: PathBuf::new(),
+            max_requests: 256,
+            body_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[memory]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Memory {
+    /// Bytes the broker holds for clients at most: queued messages, outboxes, open
+    /// transactions and partly read frames. Above it SENDs wait (up to
+    /// `queues.send_timeout_ms`) and are then refused with ERROR, as RabbitMQ's memory
+    /// alarm does; the alarm is logged and counted.
+    pub high_watermark_bytes: usize,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory {
+            high_watermark_bytes: 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[runtime]`
@@ -382,7 +463,29 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 17] = [
+        let positive: [(&'static str, u64); 27] = [
+            ("limits.max_tx_bytes", self.limits.max_tx_bytes as u64),
+            ("limits.frame_timeout_ms", self.limits.frame_timeout_ms),
+            (
+                "limits.max_destination_words",
+                self.limits.max_destination_words as u64,
+            ),
+            (
+                "limits.max_wildcard_subscriptions",
+                self.limits.max_wildcard_subscriptions as u64,
+            ),
+            (
+                "limits.max_queues_per_connection",
+                self.limits.max_queues_per_connection as u64,
+            ),
+            ("queues.max_bytes", self.queues.max_bytes as u64),
+            ("queues.max_prefetch", self.queues.max_prefetch as u64),
+            ("http.max_requests", self.http.max_requests as u64),
+            ("http.body_timeout_ms", self.http.body_timeout_ms),
+            (
+                "memory.high_watermark_bytes",
+                self.memory.high_watermark_bytes as u64,
+            ),
             ("limits.max_queues", self.limits.max_queues as u64),
             ("limits.max_connections", self.limits.max_connections as u64),
             (
@@ -476,6 +579,10 @@ impl Config {
     /// `outbox.write_timeout_ms` as a duration.
     pub fn write_timeout(&self) -> Duration {
         ms(self.outbox.write_timeout_ms)
+    }
+    /// `limits.frame_timeout_ms` as a duration.
+    pub fn frame_timeout(&self) -> Duration {
+        ms(self.limits.frame_timeout_ms)
     }
     /// `shutdown.drain_ms` as a duration.
     pub fn drain(&self) -> Duration {

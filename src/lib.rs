@@ -68,6 +68,7 @@ pub mod config;
 pub mod frame;
 mod http;
 mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod router;
@@ -160,6 +161,7 @@ impl Broker {
             shutdown: shutdown.clone(),
         });
         let tracker = TaskTracker::new();
+        tracker.spawn(router.clone().sweep_idle_until(shutdown.clone()));
         tracker.spawn(listener::accept_loop(
             tcp,
             Kind::Tcp,

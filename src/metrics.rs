@@ -30,6 +30,14 @@ pub struct Metrics {
     pub discarded: AtomicU64,
     /// Connections closed with an ERROR frame for a protocol violation.
     pub protocol_errors: AtomicU64,
+    /// Times the broker's held bytes rose above `memory.high_watermark_bytes`.
+    pub memory_alarms: AtomicU64,
+    /// SENDs refused because the memory alarm did not clear in time.
+    pub memory_refusals: AtomicU64,
+    /// Messages dropped from a full queue by `queues.overflow = "drop-oldest"`.
+    pub overflow_drops: AtomicU64,
+    /// Idle queues deleted after `queues.idle_delete_ms`.
+    pub queues_deleted: AtomicU64,
 }
 
 impl Metrics {

@@ -20,6 +20,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::memory::{Charge, Memory};
+
 /// Why a connection is being closed; decides the WebSocket close code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -66,12 +68,15 @@ pub struct Ticket {
 pub enum Outgoing {
     /// A complete encoded frame of the session's own (CONNECTED, RECEIPT, ERROR).
     Frame(Bytes),
-    /// A MESSAGE: per-delivery head, then the tail shared by every subscriber.
+    /// A MESSAGE: per-delivery head, then the headers and body shared by every
+    /// subscriber, then a NUL. Nothing is joined or copied until the writer writes it.
     Message {
         /// `MESSAGE`, `subscription`, `ack`, redelivery headers.
         head: Bytes,
-        /// The encoded-once rest of the frame.
+        /// The encoded-once rest of the headers, blank line included.
         tail: Bytes,
+        /// The message's body, shared with the message itself.
+        body: Bytes,
         /// Deliveries whose state the router tracks (queue deliveries, client-ack
         /// subscriptions): reported back once written, returned if never written.
         ticket: Option<Ticket>,
@@ -87,7 +92,9 @@ impl Outgoing {
     pub fn wire_len(&self) -> usize {
         match self {
             Outgoing::Frame(b) => b.len(),
-            Outgoing::Message { head, tail, .. } => head.len() + tail.len(),
+            Outgoing::Message {
+                head, tail, body, ..
+            } => head.len() + tail.len() + body.len() + 1,
             Outgoing::Heartbeat(_) | Outgoing::Close(_) => 0,
         }
     }
@@ -112,6 +119,8 @@ struct State {
     slow: bool,
     /// Destinations that skipped this connection because the outbox was full.
     starved: Vec<Weak<dyn Wake>>,
+    /// `bytes`, charged to the broker's memory gauge.
+    charge: Option<Charge>,
 }
 
 /// A plain mutex-protected deque rather than a channel: the writer takes everything
@@ -131,6 +140,13 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("outbox lock poisoned")
+    }
+
+    /// Keeps the memory charge equal to the bytes queued.
+    fn account(&self, st: &mut State) {
+        if let Some(charge) = &mut st.charge {
+            charge.set(st.bytes);
+        }
     }
 
     /// Below half full: where the slow mark clears and starved destinations wake.
@@ -173,8 +189,21 @@ impl Drop for OutboxRx {
 /// A bounded outbox of `max_frames` items and `max_bytes` bytes. The batch the writer
 /// is currently writing is not counted: at most the same amount again is in flight.
 pub fn outbox(max_frames: usize, max_bytes: usize) -> (OutboxTx, OutboxRx) {
+    outbox_charged(max_frames, max_bytes, None)
+}
+
+/// [`outbox`], with what is queued charged to `memory`.
+pub fn outbox_charged(
+    max_frames: usize,
+    max_bytes: usize,
+    memory: Option<&Arc<Memory>>,
+) -> (OutboxTx, OutboxRx) {
+    let state = State {
+        charge: memory.map(|m| m.charge(0)),
+        ..State::default()
+    };
     let shared = Arc::new(Shared {
-        state: Mutex::default(),
+        state: Mutex::new(state),
         writer: Notify::new(),
         room: Notify::new(),
         max_frames,
@@ -202,14 +231,30 @@ impl OutboxTx {
 
     /// Queues `item` unless the outbox is full or closed; gives the item back if not.
     pub fn try_push(&self, item: Outgoing) -> Result<(), Outgoing> {
+        self.try_push_or_register(item, None)
+    }
+
+    /// [`OutboxTx::try_push`], registering `who` to be woken when the writer has
+    /// drained the outbox if the item does not fit — under the same lock, so no drain
+    /// can fall between the failed push and the registration (a refused push means the
+    /// outbox is not empty, so the writer will drain it and wake `who`).
+    pub fn try_push_or_register(
+        &self,
+        item: Outgoing,
+        who: Option<&Weak<dyn Wake>>,
+    ) -> Result<(), Outgoing> {
         let len = item.wire_len();
         let mut st = self.0.lock();
         if !self.fits(&st, len) {
+            if let Some(who) = who.filter(|_| !st.closed) {
+                register(&mut st, who.clone());
+            }
             return Err(item);
         }
         let was_empty = st.items.is_empty();
         st.items.push_back(item);
         st.bytes += len;
+        self.0.account(&mut st);
         drop(st);
         if was_empty {
             self.0.writer.notify_one();
@@ -235,6 +280,7 @@ impl OutboxTx {
                     let was_empty = st.items.is_empty();
                     st.bytes += item.wire_len();
                     st.items.push_back(item);
+                    self.0.account(&mut st);
                     drop(st);
                     if was_empty {
                         self.0.writer.notify_one();
@@ -302,6 +348,7 @@ impl OutboxTx {
             _ => true,
         });
         st.bytes = bytes;
+        self.0.account(&mut st);
         drop(st);
         if !tickets.is_empty() {
             // Publishers waiting for room must see it now, not at the writer's next batch.
@@ -348,6 +395,7 @@ impl OutboxRx {
                 if !st.items.is_empty() {
                     std::mem::swap(&mut st.items, batch);
                     st.bytes = 0;
+                    self.0.account(&mut st);
                     drop(st);
                     self.0.room.notify_waiters();
                     return;
@@ -385,6 +433,7 @@ impl OutboxRx {
             let mut st = self.0.lock();
             st.closed = true;
             st.bytes = 0;
+            self.0.account(&mut st);
             st.starved.clear();
             std::mem::take(&mut st.items)
         };
@@ -475,6 +524,7 @@ mod tests {
         tx.try_push(Outgoing::Message {
             head: Bytes::from_static(b"h"),
             tail: Bytes::from_static(b"t"),
+            body: Bytes::new(),
             ticket: Some(Ticket { sub: 1, seq: 0 }),
         })
         .unwrap();
@@ -533,6 +583,7 @@ mod tests {
         let msg = |seq| Outgoing::Message {
             head: Bytes::from_static(b"h"),
             tail: Bytes::from_static(b"t"),
+            body: Bytes::new(),
             ticket: Some(Ticket { sub: 1, seq }),
         };
         tx.try_push(msg(0)).unwrap();

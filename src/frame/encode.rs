@@ -107,15 +107,17 @@ impl MessageParts {
         dst.freeze()
     }
 
-    /// The shared tail: everything after the per-delivery head, body and NUL included.
+    /// The shared tail: everything after the per-delivery head up to the blank line
+    /// that ends the headers. The body and the NUL follow on the wire but are not
+    /// copied here: a queued message holds its body once.
     pub fn tail(
         destination: &str,
         message_id: &str,
         headers: &Headers,
-        body: &[u8],
+        body_len: usize,
         version: Version,
     ) -> Bytes {
-        let mut dst = BytesMut::with_capacity(128 + body.len());
+        let mut dst = BytesMut::with_capacity(128);
         let v = Some(version);
         put_header(&mut dst, "destination", destination, v);
         put_header(&mut dst, "message-id", message_id, v);
@@ -131,10 +133,8 @@ impl MessageParts {
                 put_header(&mut dst, k, val, v);
             }
         }
-        put_header(&mut dst, "content-length", &body.len().to_string(), None);
+        put_header(&mut dst, "content-length", &body_len.to_string(), None);
         dst.put_u8(b'\n');
-        dst.put_slice(body);
-        dst.put_u8(0);
         dst.freeze()
     }
 }
@@ -189,12 +189,13 @@ mod tests {
         let mut headers = Headers::new();
         headers.push("a:b", " spaced ");
         headers.push("content-type", "text/plain");
-        let tail = MessageParts::tail("/queue/x", "m-1", &headers, b"\0body", Version::V1_2);
+        let tail = MessageParts::tail("/queue/x", "m-1", &headers, 5, Version::V1_2);
         let prefix = MessageParts::prefix("sub:1", Version::V1_2);
         let head = MessageParts::head(&prefix, Some("7"), 2);
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&head);
         buf.extend_from_slice(&tail);
+        buf.extend_from_slice(b"\0body\0");
         let Some(Inbound::Frame(f)) = Parser::new(Limits::default()).parse(&mut buf).unwrap()
         else {
             panic!("no frame")
@@ -219,12 +220,12 @@ mod tests {
         headers.push("cr", "x\ry");
         headers.push("a:b", "c");
         headers.push("ok", "fine: yes");
-        let tail = MessageParts::tail("/topic/t", "m", &headers, b"hello", Version::V1_0);
+        let tail = MessageParts::tail("/topic/t", "m", &headers, 5, Version::V1_0);
         assert_eq!(
             &tail[..],
-            b"destination:/topic/t\nmessage-id:m\nok:fine: yes\ncontent-length:5\n\nhello\0"
+            b"destination:/topic/t\nmessage-id:m\nok:fine: yes\ncontent-length:5\n\n"
         );
-        let tail = MessageParts::tail("/topic/t", "m", &headers, b"hello", Version::V1_1);
+        let tail = MessageParts::tail("/topic/t", "m", &headers, 5, Version::V1_1);
         assert!(
             tail.starts_with(b"destination:/topic/t\nmessage-id:m\nevil:x\\ncontent-length\\c1\n")
         );

@@ -14,7 +14,7 @@
 //! the parser while the body arrives, and the NUL scan resumes where it stopped, so a
 //! large body trickling in costs linear time.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use nom::bytes::complete::{tag, take_till1};
 use nom::combinator::rest;
 use nom::sequence::separated_pair;
@@ -119,6 +119,11 @@ pub struct Parser {
     head: Option<Head>,
     /// Body bytes already scanned for NUL without finding one.
     scanned: usize,
+    /// While a head is incomplete: bytes of its complete lines, already checked, and
+    /// how many header lines they hold. The next read resumes after them, so a head
+    /// trickling in costs linear time, not a re-parse from byte 0 per read.
+    head_scanned: usize,
+    head_lines: usize,
 }
 
 type Res<'a, T> = IResult<&'a [u8], T, HeadError>;
@@ -214,6 +219,10 @@ fn decode(raw: &[u8], escaped: bool, version: Version) -> Result<String, FrameEr
     Ok(out)
 }
 
+/// Bodies smaller than this are copied out of the read buffer; larger ones are
+/// zero-copy slices of it (their share of the buffer is most of it).
+const COPY_BODIES_BELOW: usize = 8 * 1024;
+
 /// Longest command name: `UNSUBSCRIBE`.
 const LONGEST_COMMAND: usize = 11;
 
@@ -247,6 +256,44 @@ impl Parser {
             version: None,
             head: None,
             scanned: 0,
+            head_scanned: 0,
+            head_lines: 0,
+        }
+    }
+
+    /// Checks the head's complete lines not checked yet; true once the blank line that
+    /// ends the head is in `buf`. Each byte is looked at once across calls.
+    fn head_complete(&mut self, buf: &[u8]) -> Result<bool, FrameError> {
+        let max = self.limits.max_header_line_bytes;
+        loop {
+            let rest = &buf[self.head_scanned..];
+            let Some(lf) = memchr::memchr(b'\n', rest) else {
+                // The line may still get a CR before its LF, hence `max + 1`.
+                if rest.len() > max + 1 {
+                    return Err(FrameError::HeaderLineTooLong(max));
+                }
+                if self.head_scanned == 0 {
+                    check_command_line(buf)?;
+                }
+                return Ok(false);
+            };
+            let line = &rest[..lf];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > max {
+                return Err(FrameError::HeaderLineTooLong(max));
+            }
+            let first = self.head_scanned == 0;
+            self.head_scanned += lf + 1;
+            if first {
+                check_command_line(buf)?;
+            } else if line.is_empty() {
+                return Ok(true);
+            } else {
+                self.head_lines += 1;
+                if self.head_lines > self.limits.max_headers {
+                    return Err(FrameError::TooManyHeaders(self.limits.max_headers));
+                }
+            }
         }
     }
 
@@ -256,7 +303,8 @@ impl Parser {
     }
 
     /// Consumes one frame or heart-beat from the front of `buf`, or returns `Ok(None)`
-    /// when more bytes are needed. The body is a zero-copy slice of `buf`'s storage.
+    /// when more bytes are needed. A large body is a zero-copy slice of `buf`'s
+    /// storage; a small one is copied, so it does not keep the read buffer alive.
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, FrameError> {
         if self.head.is_none() {
             match buf.first() {
@@ -275,14 +323,20 @@ impl Parser {
                 },
                 Some(_) => {}
             }
+            match self.head_complete(buf) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    self.head_scanned = 0;
+                    self.head_lines = 0;
+                    return Err(e);
+                }
+            }
+            self.head_scanned = 0;
+            self.head_lines = 0;
             match self.decode_head(buf)? {
                 Some(head) => self.head = Some(head),
-                // A complete head has its command checked by `decode_head`; only an
-                // incomplete one needs the early check, so whole frames pay nothing.
-                None => {
-                    check_command_line(buf)?;
-                    return Ok(None);
-                }
+                None => unreachable!("a head whose blank line is buffered is complete"),
             }
         }
         self.take_body(buf)
@@ -364,8 +418,16 @@ impl Parser {
         }
         let head = self.head.take().expect("checked above");
         self.scanned = 0;
-        let frame = buf.split_to(head.len + body_len + 1).freeze();
-        let body = frame.slice(head.len..head.len + body_len);
+        let body = if body_len < COPY_BODIES_BELOW {
+            // A slice would keep the whole read buffer (16 KiB or more) alive for as
+            // long as the message is queued; a copy of a small body costs less.
+            let body = Bytes::copy_from_slice(&buf[head.len..head.len + body_len]);
+            buf.advance(head.len + body_len + 1);
+            body
+        } else {
+            let frame = buf.split_to(head.len + body_len + 1).freeze();
+            frame.slice(head.len..head.len + body_len)
+        };
         Ok(Some(Inbound::Frame(Frame {
             command: head.command,
             headers: head.headers,
@@ -643,13 +705,54 @@ mod tests {
     }
 
     #[test]
-    fn body_is_a_view_of_the_read_buffer() {
+    fn a_large_body_is_a_view_of_the_read_buffer_and_a_small_one_a_copy() {
         let mut p = Parser::new(Limits::default());
-        let mut buf = BytesMut::from(&b"SEND\n\n0123456789\0"[..]);
+        let mut input = b"SEND\n\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', COPY_BODIES_BELOW));
+        input.extend_from_slice(b"\0SEND\n\n0123456789\0");
+        let mut buf = BytesMut::from(&input[..]);
         let start = buf.as_ptr() as usize;
-        let Some(Inbound::Frame(f)) = p.parse(&mut buf).unwrap() else {
+        let Some(Inbound::Frame(large)) = p.parse(&mut buf).unwrap() else {
             panic!()
         };
-        assert_eq!(f.body.as_ptr() as usize, start + 6);
+        assert_eq!(large.body.as_ptr() as usize, start + 6);
+        let Some(Inbound::Frame(small)) = p.parse(&mut buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!(&small.body[..], b"0123456789");
+        let range = start..start + input.len();
+        assert!(!range.contains(&(small.body.as_ptr() as usize)));
+    }
+
+    /// A head arriving a few bytes at a time is checked line by line as it comes and
+    /// decoded once; each read looks only at the new bytes (finding 6 of issue 9).
+    #[test]
+    fn a_head_trickling_in_is_scanned_once() {
+        let limits = Limits {
+            max_headers: 100_000,
+            max_header_line_bytes: 64,
+            ..Limits::default()
+        };
+        let mut p = Parser::new(limits);
+        let mut head = b"SEND\ndestination:/queue/a\n".to_vec();
+        for i in 0..20_000 {
+            head.extend_from_slice(format!("h{i}:v\n").as_bytes());
+        }
+        head.extend_from_slice(b"\nbody\0");
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for chunk in head.chunks(7) {
+            buf.extend_from_slice(chunk);
+            if let Some(item) = p.parse(&mut buf).unwrap() {
+                got = Some(item);
+            }
+            // Resumes after the last complete line, never from byte 0.
+            assert!(p.head_scanned == 0 || p.head_scanned + 64 + 2 > buf.len() - 7);
+        }
+        let Some(Inbound::Frame(f)) = got else {
+            panic!("no frame")
+        };
+        assert_eq!(f.headers.iter().count(), 20_001);
+        assert_eq!(&f.body[..], b"body");
     }
 }

@@ -25,13 +25,10 @@
 //! nothing to settle or return.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::OwnedSemaphorePermit;
-
-use super::queue::Returned;
-use super::{AckMode, Message, Router, Subscription, Target};
+use super::queue::{Permit, Returned};
+use super::{AckMode, Message, Quota, Router, Subscription, Target};
 use crate::outbox::Ticket;
 
 /// One delivery that is not settled yet.
@@ -44,7 +41,7 @@ pub(super) struct Delivery {
     /// How many times it had been redelivered before this delivery.
     pub redeliveries: u32,
     /// For queue messages: the queue-depth permit, released when settled.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<Permit>,
     /// For queue messages: the message's place in its queue's order.
     pub qseq: u64,
     /// Whether the client may have seen it: written, or in a write that failed midway.
@@ -124,20 +121,18 @@ struct LinkState {
 #[derive(Debug)]
 pub struct Link {
     router: Router,
-    /// The session id: owner of this connection's temp queues.
-    session: Arc<str>,
-    /// Set when the session uses a temp queue: `close` then deletes them.
-    temp_queues: AtomicBool,
+    /// The queues this connection created: its quota, and the temp queues `close`
+    /// deletes (only those: a close touches nothing it does not own).
+    quota: Quota,
     state: Mutex<LinkState>,
 }
 
 impl Link {
     /// The link of a new connection, owned by the returned guard.
-    pub fn open(router: Router, session: Arc<str>) -> LinkGuard {
+    pub fn open(router: Router) -> LinkGuard {
         LinkGuard(Arc::new(Link {
+            quota: Quota::new(router.inner.config.max_queues_per_connection),
             router,
-            session,
-            temp_queues: AtomicBool::new(false),
             state: Mutex::default(),
         }))
     }
@@ -175,14 +170,9 @@ impl Link {
             // it; attached without holding the link's lock (see the lock order).
             st.subs.insert(sub.key, sub.clone());
         }
-        if let Err(e) = self.router.attach(destination, sub.clone()) {
+        if let Err(e) = self.router.attach(destination, sub.clone(), &self.quota) {
             self.lock().subs.remove(&sub.key);
             return Err(e);
-        }
-        // Noted once the temp queue exists, so a `close` that ran meanwhile is followed
-        // by the guard's, which then finds the note.
-        if destination.starts_with("/temp-queue/") {
-            self.note_temp_queue();
         }
         if self.lock().closed {
             // Closed meanwhile (the writer ended): `close` drained it before it was
@@ -194,10 +184,9 @@ impl Link {
         Ok(())
     }
 
-    /// Notes that this connection uses a temp queue, so `close` removes its temp queues
-    /// (again, if one was created after an earlier close).
-    pub fn note_temp_queue(&self) {
-        self.temp_queues.store(true, Ordering::Release);
+    /// The queues this connection created, for the router to count new ones against.
+    pub fn quota(&self) -> &Quota {
+        &self.quota
     }
 
     /// Whether the link has been closed: the connection is ending.
@@ -376,9 +365,9 @@ impl Link {
             let all = sub.lock().take_all();
             give_back(sub, all, seen_all);
         }
-        if self.temp_queues.swap(false, Ordering::AcqRel) {
-            self.router.remove_temp_queues(&self.session);
-        }
+        // A temp queue created after an earlier close is removed by the guard's.
+        self.router
+            .remove_temp_queues(self.quota.take_temp_queues());
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use bytes::{Bytes, BytesMut};
 
 use crate::frame::{Headers, MessageParts, Version};
+use crate::outbox::{Outgoing, Ticket};
 
 /// One published message. Held in an `Arc`: a fan-out to 1,000 subscribers, a queue's
 /// backlog and a pending-ack list all point at the same allocation and the same body.
@@ -18,8 +19,12 @@ pub struct Message {
     pub headers: Headers,
     /// The body, as received.
     pub body: Bytes,
-    /// The encoded MESSAGE tail per protocol version, built on first use, so a publish
-    /// is encoded once per version present among its subscribers.
+    /// What the broker holds for it: body, headers, names; what queue byte limits and
+    /// the memory gauge count.
+    pub size: usize,
+    /// The encoded MESSAGE headers per protocol version, built on first use, so a
+    /// publish is encoded once per version present among its subscribers. The body is
+    /// not in it: it goes on the wire from `body` itself.
     tails: [OnceLock<Bytes>; 3],
     /// Per version, the whole frame (prefix + tail) for the first auto-ack subscription
     /// prefix seen, so that a fan-out to subscribers sharing a subscription id hands
@@ -31,7 +36,15 @@ pub struct Message {
 impl Message {
     /// A message ready to route.
     pub fn new(id: String, destination: String, headers: Headers, body: Bytes) -> Self {
+        let size = body.len()
+            + id.len()
+            + destination.len()
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
         Message {
+            size,
             id,
             destination,
             headers,
@@ -41,20 +54,38 @@ impl Message {
         }
     }
 
-    /// An auto-ack topic delivery as (head, tail): the cached whole frame with an empty
-    /// tail when `prefix` is the one cached, otherwise `prefix` and the shared tail.
-    pub fn frame_for(&self, prefix: &Bytes, version: Version) -> (Bytes, Bytes) {
+    /// The same id with nothing else: what an unacknowledged topic delivery keeps.
+    pub fn stub(&self) -> Message {
+        Message::new(self.id.clone(), String::new(), Headers::new(), Bytes::new())
+    }
+
+    /// An auto-ack topic delivery: the cached whole frame when `prefix` is the one
+    /// cached, otherwise `prefix` before the shared tail and body.
+    pub fn frame_for(&self, prefix: &Bytes, version: Version) -> Outgoing {
         let (cached_prefix, whole) = self.whole[version.index()].get_or_init(|| {
             let tail = self.tail(version);
-            let mut frame = BytesMut::with_capacity(prefix.len() + tail.len());
+            let mut frame =
+                BytesMut::with_capacity(prefix.len() + tail.len() + self.body.len() + 1);
             frame.extend_from_slice(prefix);
             frame.extend_from_slice(&tail);
+            frame.extend_from_slice(&self.body);
+            frame.extend_from_slice(b"\0");
             (prefix.clone(), frame.freeze())
         });
         if cached_prefix == prefix {
-            (whole.clone(), Bytes::new())
+            Outgoing::Frame(whole.clone())
         } else {
-            (prefix.clone(), self.tail(version))
+            self.delivery(prefix.clone(), version, None)
+        }
+    }
+
+    /// One delivery's outbox item: its own `head`, then the shared tail and body.
+    pub fn delivery(&self, head: Bytes, version: Version, ticket: Option<Ticket>) -> Outgoing {
+        Outgoing::Message {
+            head,
+            tail: self.tail(version),
+            body: self.body.clone(),
+            ticket,
         }
     }
 
@@ -66,7 +97,7 @@ impl Message {
                     &self.destination,
                     &self.id,
                     &self.headers,
-                    &self.body,
+                    self.body.len(),
                     version,
                 )
             })

@@ -13,16 +13,20 @@
 //! await, for queue depth, happens before the queue's lock is taken.
 
 mod delivery;
+mod lifecycle;
 mod message;
 mod pattern;
 mod queue;
+mod sublist;
 mod subscription;
 mod topic;
 
 pub use delivery::{AckRef, Link, LinkGuard};
+pub use lifecycle::Quota;
 pub use message::Message;
 pub use pattern::Pattern;
-pub use queue::Queue;
+pub use queue::{Permit, Queue};
+pub use sublist::Sublist;
 pub use subscription::{AckMode, Subscription, Undelivered};
 pub use topic::Topic;
 
@@ -35,8 +39,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{Config, SlowConsumerPolicy};
+use crate::config::{Config, OverflowPolicy, SlowConsumerPolicy};
 use crate::frame::Headers;
+use crate::memory::Memory;
 use crate::metrics::Metrics;
 
 /// Why the router refused a SEND or SUBSCRIBE; the text becomes the ERROR `message`.
@@ -51,6 +56,18 @@ pub enum RouteError {
     /// `limits.max_queues` queues exist already.
     #[error("too many queues (limit {0})")]
     TooManyQueues(usize),
+    /// A topic name or pattern of more than `limits.max_destination_words` words.
+    #[error("destination {0:?} has too many words (limit {1})")]
+    TooManyWords(String, usize),
+    /// The connection created `limits.max_queues_per_connection` queues already.
+    #[error("this connection created too many queues (limit {0})")]
+    TooManyQueuesForConnection(usize),
+    /// A message larger than a whole queue's `queues.max_bytes`.
+    #[error("message too large for queue {0} (queues.max_bytes {1})")]
+    TooLargeForQueue(String, usize),
+    /// The memory alarm did not clear within `queues.send_timeout_ms`.
+    #[error("broker memory is above its high watermark: message refused")]
+    MemoryHigh,
     /// A SUBSCRIBE to another connection's temp queue.
     #[error("temp queue {0} belongs to another connection")]
     NotOwner(String),
@@ -71,7 +88,9 @@ pub enum Reservation {
         /// The queue.
         queue: Arc<Queue>,
         /// Room for the message; `None` while the queue is full.
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        permit: Option<Permit>,
+        /// The message's size.
+        size: usize,
         /// How long [`Reservation::fill`] waits for room.
         timeout: Duration,
     },
@@ -90,10 +109,11 @@ impl Reservation {
         if let Reservation::Queue {
             queue,
             permit: permit @ None,
+            size,
             timeout,
         } = self
         {
-            *permit = Some(queue.reserve(*timeout).await?);
+            *permit = Some(queue.reserve(*size, *timeout).await?);
         }
         Ok(())
     }
@@ -106,8 +126,8 @@ pub enum Target {
     Queue(Arc<Queue>),
     /// An exact-name topic.
     Topic(Arc<Topic>),
-    /// A wildcard topic subscription.
-    Wildcard,
+    /// A wildcard topic subscription, indexed under its pattern.
+    Wildcard(Pattern),
 }
 
 /// Router settings taken from the config.
@@ -115,6 +135,14 @@ pub enum Target {
 pub struct RouterConfig {
     /// `[queues]`.
     pub max_depth: usize,
+    /// `queues.max_bytes`.
+    pub max_bytes: usize,
+    /// `queues.overflow`.
+    pub overflow: OverflowPolicy,
+    /// `queues.idle_delete_ms` (zero: never).
+    pub idle_delete: Duration,
+    /// `memory.high_watermark_bytes`.
+    pub high_watermark: usize,
     /// `queues.send_timeout_ms`.
     pub send_timeout: Duration,
     /// `queues.max_redeliveries`.
@@ -127,6 +155,10 @@ pub struct RouterConfig {
     pub slow_consumer_grace: Duration,
     /// `limits.max_queues`.
     pub max_queues: usize,
+    /// `limits.max_destination_words`.
+    pub max_destination_words: usize,
+    /// `limits.max_queues_per_connection`.
+    pub max_queues_per_connection: usize,
 }
 
 impl RouterConfig {
@@ -135,12 +167,18 @@ impl RouterConfig {
         let queues = &config.queues;
         RouterConfig {
             max_depth: queues.max_depth,
+            max_bytes: queues.max_bytes,
+            overflow: queues.overflow,
+            idle_delete: Duration::from_millis(queues.idle_delete_ms),
+            high_watermark: config.memory.high_watermark_bytes,
             send_timeout: Duration::from_millis(queues.send_timeout_ms),
             max_redeliveries: queues.max_redeliveries,
             dead_letter_prefix: queues.dead_letter_prefix.clone(),
             slow_consumer: config.topics.slow_consumer,
             slow_consumer_grace: Duration::from_millis(config.topics.slow_consumer_grace_ms),
             max_queues: config.limits.max_queues,
+            max_destination_words: config.limits.max_destination_words,
+            max_queues_per_connection: config.limits.max_queues_per_connection,
         }
     }
 }
@@ -150,9 +188,10 @@ impl RouterConfig {
 pub struct RouterInner {
     config: RouterConfig,
     metrics: Arc<Metrics>,
+    memory: Arc<Memory>,
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
-    wildcards: RwLock<Vec<(Pattern, Arc<Subscription>)>>,
+    wildcards: RwLock<Sublist>,
     /// Random per broker run, so message ids never repeat across restarts in practice.
     id_prefix: String,
     next_id: AtomicU64,
@@ -204,6 +243,19 @@ fn temp_owner(destination: &str) -> Option<&str> {
 }
 
 impl RouterInner {
+    /// [`classify`], with topic names held to `limits.max_destination_words` words: the
+    /// words of every publish are walked through the wildcard index.
+    fn classify(&self, destination: &str) -> Result<Kind, RouteError> {
+        let kind = classify(destination)?;
+        if matches!(kind, Kind::Topic) {
+            let max = self.config.max_destination_words;
+            if destination[TOPIC.len()..].split('.').nth(max).is_some() {
+                return Err(RouteError::TooManyWords(destination.to_owned(), max));
+            }
+        }
+        Ok(kind)
+    }
+
     fn is_dead_letter_queue(&self, name: &str) -> bool {
         name.strip_prefix("/queue/")
             .is_some_and(|n| n.starts_with(&self.config.dead_letter_prefix))
@@ -211,29 +263,39 @@ impl RouterInner {
 
     /// The queue `name`, created on first use unless `limits.max_queues` exist already:
     /// clients create queues just by naming them, so their number is bounded too.
+    ///
+    /// A queue created for a connection counts against its `quota`.
     fn queue(
         self: &Arc<Self>,
         name: &str,
         owner: Option<&Arc<str>>,
+        quota: Option<&Quota>,
     ) -> Result<Arc<Queue>, RouteError> {
         if let Some(q) = self.queues.read().expect("router lock poisoned").get(name) {
             return Ok(q.clone());
         }
+        if let Some(quota) = quota {
+            quota.check()?;
+        }
         let mut queues = self.queues.write().expect("router lock poisoned");
-        if queues.len() >= self.config.max_queues && !queues.contains_key(name) {
+        if let Some(q) = queues.get(name) {
+            return Ok(q.clone());
+        }
+        if queues.len() >= self.config.max_queues {
             return Err(RouteError::TooManyQueues(self.config.max_queues));
         }
-        Ok(queues
-            .entry(name.to_owned())
-            .or_insert_with(|| {
-                Queue::new(
-                    name.to_owned(),
-                    owner.cloned(),
-                    self.config.max_depth,
-                    Arc::downgrade(self),
-                )
-            })
-            .clone())
+        let queue = Queue::new(
+            name.to_owned(),
+            owner.cloned(),
+            &self.config,
+            self.memory.clone(),
+            Arc::downgrade(self),
+        );
+        queues.insert(name.to_owned(), queue.clone());
+        if let Some(quota) = quota {
+            quota.note(&queue);
+        }
+        Ok(queue)
     }
 
     /// Moves a message that exhausted its redeliveries to `/queue/<prefix>NAME`, keeping
@@ -244,9 +306,9 @@ impl RouterInner {
         let name = from.strip_prefix("/queue/").unwrap_or(from);
         let dlq_name = format!("/queue/{}{}", self.config.dead_letter_prefix, name);
         let reserved = self
-            .queue(&dlq_name, None)
+            .queue(&dlq_name, None, None)
             .ok()
-            .and_then(|q| q.try_reserve().map(|p| (q, p)));
+            .and_then(|q| q.try_reserve(message.size).map(|p| (q, p)));
         let Some((dlq, permit)) = reserved else {
             Metrics::inc(&self.metrics.discarded);
             tracing::warn!(queue = %dlq_name, "dead-letter queue full or not creatable; message discarded");
@@ -273,6 +335,7 @@ impl Router {
         let id_prefix = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         Router {
             inner: Arc::new(RouterInner {
+                memory: Memory::new(config.high_watermark, metrics.clone()),
                 config,
                 metrics,
                 queues: RwLock::default(),
@@ -297,34 +360,68 @@ impl Router {
 
     /// Checks that a destination name is routable without routing anything.
     pub fn check_destination(&self, destination: &str) -> Result<(), RouteError> {
-        classify(destination).map(|_| ())
+        self.inner.classify(destination).map(|_| ())
     }
 
     /// Routes a message, waiting (see [`Wait`]) when the queue or a topic subscriber
     /// is full.
     pub async fn send(&self, message: Message) -> Result<(), RouteError> {
-        match self.route(message)? {
+        match self.route(message, None)? {
             None => Ok(()),
             Some(wait) => wait.await,
         }
     }
 
-    /// Routes a message without waiting when it can. For a full queue, or topic
-    /// subscribers with a full outbox, it returns the wait, boxed, so that the common
-    /// path keeps no large future in every session's state.
-    pub fn route(&self, message: Message) -> Result<Option<Wait>, RouteError> {
-        let reservation = self.reserve(&message.destination)?;
+    /// The broker-wide memory gauge.
+    pub fn memory(&self) -> &Arc<Memory> {
+        &self.inner.memory
+    }
+
+    /// Waits, while the memory alarm is raised, for it to clear (up to
+    /// `queues.send_timeout_ms`): what every publish does first.
+    pub async fn memory_room(&self) -> Result<(), RouteError> {
+        let memory = &self.inner.memory;
+        if memory.is_high() && !memory.wait_below(self.inner.config.send_timeout).await {
+            return Err(RouteError::MemoryHigh);
+        }
+        Ok(())
+    }
+
+    /// Routes a message without waiting when it can. For a full queue, topic
+    /// subscribers with a full outbox, or the memory alarm, it returns the wait, boxed,
+    /// so that the common path keeps no large future in every session's state. A queue
+    /// it creates counts against `quota`.
+    pub fn route(
+        &self,
+        message: Message,
+        quota: Option<&Quota>,
+    ) -> Result<Option<Wait>, RouteError> {
+        if self.inner.memory.is_high() {
+            self.check_destination(&message.destination)?;
+            let router = self.clone();
+            return Ok(Some(Box::pin(async move {
+                router.memory_room().await?;
+                router.send(message).await
+            })));
+        }
+        let reservation = self.reserve(&message.destination, message.size, quota)?;
         Ok(self.commit(reservation, message))
     }
 
     /// Routing, step one (the only one that can fail): finds or creates the queue a
-    /// message to `destination` goes to and takes room in it if there is any now. A
-    /// transaction reserves for all its SENDs before it applies any.
-    pub fn reserve(&self, destination: &str) -> Result<Reservation, RouteError> {
+    /// message of `size` bytes to `destination` goes to (counted against `quota` when
+    /// created) and takes room in it if there is any now. A transaction reserves for
+    /// all its SENDs before it applies any.
+    pub fn reserve(
+        &self,
+        destination: &str,
+        size: usize,
+        quota: Option<&Quota>,
+    ) -> Result<Reservation, RouteError> {
         let inner = &self.inner;
-        let queue = match classify(destination)? {
+        let queue = match inner.classify(destination)? {
             Kind::Topic => return Ok(Reservation::Topic),
-            Kind::Queue => inner.queue(destination, None)?,
+            Kind::Queue => inner.queue(destination, None, quota)?,
             Kind::TempQueue => {
                 let queue = inner
                     .queues
@@ -339,10 +436,12 @@ impl Router {
                 }
             }
         };
-        let permit = queue.try_reserve();
+        queue.check_size(size)?;
+        let permit = queue.try_reserve(size);
         Ok(Reservation::Queue {
             queue,
             permit,
+            size,
             timeout: inner.config.send_timeout,
         })
     }
@@ -398,11 +497,11 @@ impl Router {
         if let Some(topic) = topic {
             topic.publish(&message, &mut fanout);
         }
-        for (pattern, sub) in inner.wildcards.read().expect("router lock poisoned").iter() {
-            if pattern.matches(name) {
-                fanout.offer(sub, &message);
-            }
-        }
+        inner
+            .wildcards
+            .read()
+            .expect("router lock poisoned")
+            .for_each_match(name, |sub| fanout.offer(sub, &message));
         Metrics::add(&inner.metrics.messages_out, fanout.delivered);
         Metrics::inc(&inner.metrics.messages_in);
         if fanout.blocked.is_empty() {
@@ -423,17 +522,30 @@ impl Router {
 
     /// Creates a temp queue owned by `owner` (so replies sent before the owner
     /// subscribes are kept).
-    pub fn ensure_temp_queue(&self, destination: &str, owner: &Arc<str>) -> Result<(), RouteError> {
-        self.inner.queue(destination, Some(owner)).map(drop)
+    pub fn ensure_temp_queue(
+        &self,
+        destination: &str,
+        owner: &Arc<str>,
+        quota: &Quota,
+    ) -> Result<(), RouteError> {
+        self.inner
+            .queue(destination, Some(owner), Some(quota))
+            .map(drop)
     }
 
-    /// Attaches a subscription to `destination` (for `Link::subscribe`).
-    fn attach(&self, destination: &str, sub: Arc<Subscription>) -> Result<(), RouteError> {
+    /// Attaches a subscription to `destination` (for `Link::subscribe`); a queue it
+    /// creates counts against `quota`.
+    fn attach(
+        &self,
+        destination: &str,
+        sub: Arc<Subscription>,
+        quota: &Quota,
+    ) -> Result<(), RouteError> {
         let inner = &self.inner;
         let set = |target: Target| {
             let _ = sub.target.set(target);
         };
-        match classify(destination)? {
+        match inner.classify(destination)? {
             kind @ (Kind::Queue | Kind::TempQueue) => {
                 let owner = if matches!(kind, Kind::TempQueue) {
                     if temp_owner(destination) != Some(&*sub.session) {
@@ -443,18 +555,15 @@ impl Router {
                 } else {
                     None
                 };
-                let queue = inner.queue(destination, owner)?;
+                let queue = inner.queue(destination, owner, Some(quota))?;
                 set(Target::Queue(queue.clone()));
                 queue.add_consumer(sub);
             }
             Kind::Topic => match Pattern::parse(&destination[TOPIC.len()..]) {
                 Some(pattern) => {
-                    set(Target::Wildcard);
-                    inner
-                        .wildcards
-                        .write()
-                        .expect("router lock poisoned")
-                        .push((pattern, sub));
+                    let mut wildcards = inner.wildcards.write().expect("router lock poisoned");
+                    set(Target::Wildcard(pattern.clone()));
+                    wildcards.insert(&pattern, sub);
                 }
                 None => {
                     // Added under the map's lock: a topic emptied meanwhile by its last
@@ -498,30 +607,101 @@ impl Router {
                     topics.remove(&topic.name);
                 }
             }
-            Some(Target::Wildcard) => {
+            Some(Target::Wildcard(pattern)) => {
                 self.inner
                     .wildcards
                     .write()
                     .expect("router lock poisoned")
-                    .retain(|(_, s)| !Arc::ptr_eq(s, sub));
+                    .remove(pattern, sub);
             }
         }
     }
 
-    /// Deletes the temp queues owned by a closing session; their messages are discarded.
-    pub fn remove_temp_queues(&self, owner: &str) {
+    /// Deletes a closing session's temp queues (no scan of the others); their
+    /// messages are discarded.
+    fn remove_temp_queues(&self, temps: Vec<Arc<Queue>>) {
+        if temps.is_empty() {
+            return;
+        }
         let mut queues = self.inner.queues.write().expect("router lock poisoned");
-        queues.retain(|_, q| {
-            let owned = q.owner.as_deref() == Some(owner);
-            if owned {
-                let lost = q.ready_len() as u64;
-                self.inner
-                    .metrics
-                    .discarded
-                    .fetch_add(lost, Ordering::Relaxed);
+        for q in temps {
+            if queues.get(&q.name).is_some_and(|x| Arc::ptr_eq(x, &q)) {
+                queues.remove(&q.name);
+                Metrics::add(&self.inner.metrics.discarded, q.ready_len());
             }
-            !owned
-        });
+        }
+    }
+
+    /// Deletes every queue that has been unused for `queues.idle_delete_ms`: empty, no
+    /// consumer, and referenced by nothing but the map (so no producer holds a
+    /// reservation and no delivery is in flight). Temp queues are left to their
+    /// connection. Candidates are found under the read lock; the write lock is taken
+    /// only to delete, and the reference count is checked again under it, where no new
+    /// reference can be made. Returns how many were deleted.
+    pub fn sweep_idle(&self) -> usize {
+        let idle = self.inner.config.idle_delete;
+        if idle.is_zero() {
+            return 0;
+        }
+        let now = std::time::Instant::now();
+        let unused = |q: &Arc<Queue>| q.owner.is_none() && Arc::strong_count(q) == 1;
+        let candidates: Vec<String> = self
+            .inner
+            .queues
+            .read()
+            .expect("router lock poisoned")
+            .iter()
+            .filter(|(_, q)| unused(q) && q.idle_for(now).is_some_and(|d| d >= idle))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if candidates.is_empty() {
+            return 0;
+        }
+        let mut queues = self.inner.queues.write().expect("router lock poisoned");
+        let mut deleted = 0;
+        for name in candidates {
+            if queues
+                .get(&name)
+                .is_some_and(|q| unused(q) && q.idle_for(now).is_some_and(|d| d >= idle))
+            {
+                queues.remove(&name);
+                deleted += 1;
+            }
+        }
+        drop(queues);
+        Metrics::add(&self.inner.metrics.queues_deleted, deleted);
+        if deleted > 0 {
+            tracing::debug!(deleted, "idle queues deleted");
+        }
+        deleted
+    }
+
+    /// Runs [`Router::sweep_idle`] every half `queues.idle_delete_ms` until `stop`:
+    /// an idle queue goes between one and one and a half idle periods after its last use.
+    pub async fn sweep_idle_until(self, stop: tokio_util::sync::CancellationToken) {
+        let idle = self.inner.config.idle_delete;
+        if idle.is_zero() {
+            return;
+        }
+        let mut tick = tokio::time::interval((idle / 2).max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    self.sweep_idle();
+                }
+            }
+        }
+    }
+
+    /// Queues that exist now.
+    pub fn queue_count(&self) -> usize {
+        self.inner
+            .queues
+            .read()
+            .expect("router lock poisoned")
+            .len()
     }
 
     /// The queue named `name`, if it exists (for tests and the admin side).

@@ -1,10 +1,17 @@
 //! Queues: each message goes to exactly one consumer, round-robin among the consumers
 //! that have credit, and waits in the queue while none has.
 //!
-//! Depth is bounded by a semaphore whose permits travel with the messages: a permit is
+//! Depth and bytes are bounded by two semaphores whose permits travel with the
+//! messages (a [`Permit`], which also charges the broker-wide [`Memory`]): a permit is
 //! taken by the producer *before* any lock (waiting up to `send_timeout` when the queue
 //! is full, which pauses only that producer's connection) and released when the message
-//! is acknowledged, written (auto-ack) or dead-lettered.
+//! is acknowledged, written (auto-ack) or dead-lettered. With `queues.overflow =
+//! "drop-oldest"` a full queue drops its oldest waiting messages instead (counted).
+//!
+//! Lifecycle: a queue nobody references but the router's map — no consumer, no
+//! producer holding a reservation, no delivery in flight — that has been empty and
+//! unused for `queues.idle_delete_ms` is deleted by [`Queue::idle_for`]'s caller, the
+//! router's sweep.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -13,14 +20,25 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Message, RouteError, RouterInner, Subscription};
+use crate::config::OverflowPolicy;
+use crate::memory::{Charge, Memory};
 use crate::metrics::Metrics;
 use crate::outbox::Wake;
+
+/// Room for one message in a queue: one of its depth, its size in the queue's bytes,
+/// and its size in the broker's memory. Dropping it frees all three.
+#[derive(Debug)]
+pub struct Permit {
+    _depth: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+    _memory: Charge,
+}
 
 #[derive(Debug)]
 struct Ready {
     message: Arc<Message>,
     redeliveries: u32,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Permit>,
     /// The message's place in this queue: the order it is delivered in, kept when it
     /// comes back.
     qseq: u64,
@@ -34,7 +52,7 @@ pub(super) struct Returned {
     pub redeliveries: u32,
     /// Whether the client may have seen it: then it counts as a redelivery.
     pub seen: bool,
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<Permit>,
     pub qseq: u64,
 }
 
@@ -47,6 +65,9 @@ struct State {
     next: usize,
     /// The next message's `qseq`.
     next_qseq: u64,
+    /// When the sweep first saw the queue idle, and `next_qseq` then: idle since, as
+    /// long as no message has come since and no consumer came or went.
+    idle_since: Option<(std::time::Instant, u64)>,
 }
 
 /// One queue (`/queue/…`, or a connection's `/temp-queue/…`).
@@ -58,6 +79,11 @@ pub struct Queue {
     pub owner: Option<Arc<str>>,
     /// Depth permits: `queues.max_depth` in total.
     depth: Arc<Semaphore>,
+    /// Byte permits: `queues.max_bytes` in total.
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+    overflow: OverflowPolicy,
+    memory: Arc<Memory>,
     state: Mutex<State>,
     /// To reach the dead-letter queue; weak so destinations don't keep the router alive.
     router: Weak<RouterInner>,
@@ -69,13 +95,18 @@ impl Queue {
     pub(super) fn new(
         name: String,
         owner: Option<Arc<str>>,
-        max_depth: usize,
+        limits: &super::RouterConfig,
+        memory: Arc<Memory>,
         router: Weak<RouterInner>,
     ) -> Arc<Queue> {
         Arc::new_cyclic(|me| Queue {
             name,
             owner,
-            depth: Arc::new(Semaphore::new(max_depth)),
+            depth: Arc::new(Semaphore::new(limits.max_depth)),
+            bytes: Arc::new(Semaphore::new(limits.max_bytes)),
+            max_bytes: limits.max_bytes,
+            overflow: limits.overflow,
+            memory,
             state: Mutex::new(State::default()),
             router,
             me: me.clone(),
@@ -86,21 +117,82 @@ impl Queue {
         self.state.lock().expect("queue lock poisoned")
     }
 
-    /// Waits up to `timeout` for room for one more message.
-    pub async fn reserve(&self, timeout: Duration) -> Result<OwnedSemaphorePermit, RouteError> {
-        match tokio::time::timeout(timeout, self.depth.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
+    /// Whether a message of `size` bytes can ever fit.
+    pub fn check_size(&self, size: usize) -> Result<(), RouteError> {
+        if size > self.max_bytes {
+            return Err(RouteError::TooLargeForQueue(
+                self.name.clone(),
+                self.max_bytes,
+            ));
+        }
+        Ok(())
+    }
+
+    fn permit(
+        &self,
+        depth: OwnedSemaphorePermit,
+        bytes: OwnedSemaphorePermit,
+        size: usize,
+    ) -> Permit {
+        Permit {
+            _depth: depth,
+            _bytes: bytes,
+            _memory: self.memory.charge(size),
+        }
+    }
+
+    /// Waits up to `timeout` for room for one more message of `size` bytes.
+    pub async fn reserve(&self, size: usize, timeout: Duration) -> Result<Permit, RouteError> {
+        self.check_size(size)?;
+        let wait = async {
+            let depth = self.depth.clone().acquire_owned().await.ok()?;
+            let bytes = self
+                .bytes
+                .clone()
+                .acquire_many_owned(permits(size))
+                .await
+                .ok()?;
+            Some(self.permit(depth, bytes, size))
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Some(permit)) => Ok(permit),
             _ => Err(RouteError::QueueFull(self.name.clone())),
         }
     }
 
-    /// Room for one more message right now, without waiting.
-    pub fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
-        self.depth.clone().try_acquire_owned().ok()
+    /// Room for one more message of `size` bytes right now, without waiting. With the
+    /// drop-oldest policy, the oldest waiting messages make room if they can.
+    pub fn try_reserve(&self, size: usize) -> Option<Permit> {
+        let attempt = || {
+            let depth = self.depth.clone().try_acquire_owned().ok()?;
+            let bytes = self
+                .bytes
+                .clone()
+                .try_acquire_many_owned(permits(size))
+                .ok()?;
+            Some(self.permit(depth, bytes, size))
+        };
+        if let Some(permit) = attempt() {
+            return Some(permit);
+        }
+        if self.overflow != OverflowPolicy::DropOldest || size > self.max_bytes {
+            return None;
+        }
+        loop {
+            let dropped = self.lock().ready.pop_front()?;
+            // Its permit goes with it, outside the queue's lock.
+            drop(dropped);
+            if let Some(router) = self.router.upgrade() {
+                Metrics::inc(&router.metrics.overflow_drops);
+            }
+            if let Some(permit) = attempt() {
+                return Some(permit);
+            }
+        }
     }
 
-    /// Enqueues a message holding its depth permit and delivers what can be delivered.
-    pub fn push(self: &Arc<Self>, message: Arc<Message>, permit: OwnedSemaphorePermit) {
+    /// Enqueues a message holding its permit and delivers what can be delivered.
+    pub fn push(self: &Arc<Self>, message: Arc<Message>, permit: Permit) {
         let mut st = self.lock();
         let qseq = st.next_qseq;
         st.next_qseq += 1;
@@ -117,6 +209,7 @@ impl Queue {
     pub fn add_consumer(self: &Arc<Self>, sub: Arc<Subscription>) {
         let mut st = self.lock();
         st.consumers.push(sub);
+        st.idle_since = None;
         self.dispatch_locked(&mut st);
     }
 
@@ -124,8 +217,27 @@ impl Queue {
     pub fn remove_consumer(&self, sub: &Arc<Subscription>) {
         let mut st = self.lock();
         st.consumers.retain(|c| !Arc::ptr_eq(c, sub));
+        st.idle_since = None;
         if st.next >= st.consumers.len() {
             st.next = 0;
+        }
+    }
+
+    /// For the idle sweep, called only while nothing but the router's map references
+    /// this queue: how long it has been empty with no message arriving and no
+    /// consumer coming or going, as far as sweeps have seen (`None`: not idle).
+    pub(super) fn idle_for(&self, now: std::time::Instant) -> Option<Duration> {
+        let mut st = self.lock();
+        if !st.ready.is_empty() {
+            st.idle_since = None;
+            return None;
+        }
+        match st.idle_since {
+            Some((since, qseq)) if qseq == st.next_qseq => Some(now - since),
+            _ => {
+                st.idle_since = Some((now, st.next_qseq));
+                Some(Duration::ZERO)
+            }
         }
     }
 
@@ -205,7 +317,10 @@ impl Queue {
             st.next = (idx + 1) % n;
             let consumer = st.consumers[idx].clone();
             let r = st.ready.pop_front().expect("checked non-empty");
-            if let Err(back) = consumer.deliver(r.message, r.redeliveries, r.permit, r.qseq) {
+            let me: Weak<dyn Wake> = self.me.clone();
+            if let Err(back) =
+                consumer.deliver(r.message, r.redeliveries, r.permit, r.qseq, Some(&me))
+            {
                 // Lost a race with the outbox filling up (or with the consumer being
                 // detached): keep the message first in line.
                 st.ready.push_front(Ready {
@@ -219,16 +334,21 @@ impl Queue {
                     st.next = 0;
                     continue;
                 }
-                // Its writer wakes us once it has drained; until then stop here rather
-                // than spin on a consumer whose credit check raced its outbox.
-                let me: Weak<dyn Wake> = self.me.clone();
-                consumer.outbox.wake_when_ready(me);
+                // Registered by the refused push, under the outbox's lock: its writer
+                // wakes us once it has drained. Until then stop here rather than spin
+                // on a consumer whose credit check raced its outbox.
                 return;
             } else if let Some(router) = self.router.upgrade() {
                 Metrics::inc(&router.metrics.messages_out);
             }
         }
     }
+}
+
+/// Byte permits for a message of `size` bytes (sizes are bounded by the frame limits,
+/// far below `u32::MAX`).
+fn permits(size: usize) -> u32 {
+    u32::try_from(size).unwrap_or(u32::MAX)
 }
 
 impl Wake for Queue {

@@ -2,16 +2,16 @@
 //! [`super::delivery`]) the deliveries whose fate is not settled yet.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::Bytes;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::{Delivery, Pending};
+use super::queue::Permit;
 use super::{Message, Target};
 use crate::frame::{MessageParts, Version};
-use crate::outbox::{OutboxTx, Outgoing, Ticket};
+use crate::outbox::{OutboxTx, Ticket, Wake};
 
 /// The SUBSCRIBE `ack` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub struct Undelivered {
     /// The message.
     pub message: Arc<Message>,
     /// Its queue-depth permit, if any.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<Permit>,
 }
 
 impl Subscription {
@@ -113,7 +113,7 @@ impl Subscription {
     /// An upper bound of the wire size of one delivery of `message`: the prefix, an
     /// `ack` header, and the shared tail. What a publisher waits for room for.
     pub fn delivery_len(&self, message: &Message) -> usize {
-        self.prefix.len() + message.tail(self.version).len() + 64
+        self.prefix.len() + message.tail(self.version).len() + message.body.len() + 65
     }
 
     /// Whether a queue may hand this subscription another message now.
@@ -145,31 +145,27 @@ impl Subscription {
             if self.is_detached() {
                 return false;
             }
-            let (head, tail) = message.frame_for(&self.prefix, self.version);
             return self
                 .outbox
-                .try_push(Outgoing::Message {
-                    head,
-                    tail,
-                    ticket: None,
-                })
+                .try_push(message.frame_for(&self.prefix, self.version))
                 .is_ok();
         }
-        self.deliver(message.clone(), 0, None, 0).is_ok()
+        self.deliver(message.clone(), 0, None, 0, None).is_ok()
     }
 
     /// Pushes one tracked delivery into the outbox (queue messages in every ack mode,
     /// topic messages in client modes): recorded as pending with a [`Ticket`] the writer
     /// reports back. `qseq` is the message's place in its queue's order. On a full
-    /// outbox nothing is recorded and the message is handed back.
+    /// outbox nothing is recorded, the message is handed back, and `waker` (the queue)
+    /// is registered to be woken once the outbox drains.
     pub fn deliver(
         self: &Arc<Self>,
         message: Arc<Message>,
         redeliveries: u32,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Permit>,
         qseq: u64,
+        waker: Option<&Weak<dyn Wake>>,
     ) -> Result<(), Undelivered> {
-        let tail = message.tail(self.version);
         let mut pending = self.lock();
         // Checked under the pending lock, which UNSUBSCRIBE takes after detaching: a
         // delivery is either refused here or found and taken back there.
@@ -182,9 +178,15 @@ impl Subscription {
         let ticket = Some(Ticket { sub: self.key, seq });
         match self
             .outbox
-            .try_push(Outgoing::Message { head, tail, ticket })
+            .try_push_or_register(message.delivery(head, self.version, ticket), waker)
         {
             Ok(()) => {
+                // Topics keep nothing: an unacknowledged topic delivery needs only its
+                // id for ACK/NACK, not the body (the outbox has the frame to write).
+                let message = match self.target.get() {
+                    Some(Target::Queue(_)) => message,
+                    _ => Arc::new(message.stub()),
+                };
                 pending.record(Delivery {
                     seq,
                     message,

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,7 +34,7 @@ use tracing::Instrument;
 use super::{Flow, Session, SessionError, Shared, Waiting, heartbeat};
 use crate::frame::{Command, Frame, FrameError, Inbound, Parser, Version};
 use crate::metrics::Metrics;
-use crate::outbox::{CloseReason, OutboxRx, Outgoing, outbox};
+use crate::outbox::{CloseReason, OutboxRx, Outgoing, outbox_charged};
 use crate::router::Link;
 use crate::transport::{Progress, ReadEvent, Sink, Source};
 
@@ -90,11 +90,15 @@ fn frame_error(e: FrameError) -> End {
 /// transport allows (the WebSocket subprotocol; 1.2 on TCP).
 pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Shared>) {
     let config = &shared.config;
-    let (tx, rx) = outbox(config.outbox.max_frames, config.outbox.max_bytes);
+    let (tx, rx) = outbox_charged(
+        config.outbox.max_frames,
+        config.outbox.max_bytes,
+        Some(shared.router.memory()),
+    );
     let kill = CancellationToken::new();
     let stop_writer = CancellationToken::new();
     let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-    let link = Link::open(shared.router.clone(), id.clone());
+    let link = Link::open(shared.router.clone());
     let writer = tokio::spawn(
         write_loop(
             sink,
@@ -187,6 +191,9 @@ struct Reader {
     max_held_bytes: usize,
     /// `None` until CONNECT; then the client's promised interval, if any.
     recv_every: Option<Duration>,
+    /// Frames (and heart-beats) parsed so far: when it moves, the partial frame in the
+    /// buffer, if any, is a new one.
+    parsed: u64,
     connected: bool,
 }
 
@@ -258,8 +265,11 @@ impl Reader {
         loop {
             match self.parser.parse(buf) {
                 Ok(None) => return Ok(None),
-                Ok(Some(Inbound::Heartbeat)) => {}
-                Ok(Some(Inbound::Frame(frame))) => return Ok(Some(frame)),
+                Ok(Some(Inbound::Heartbeat)) => self.parsed += 1,
+                Ok(Some(Inbound::Frame(frame))) => {
+                    self.parsed += 1;
+                    return Ok(Some(frame));
+                }
                 Err(e) => return Err(frame_error(e)),
             }
         }
@@ -335,13 +345,28 @@ async fn read_loop(
         max_held_frames: config.limits.max_held_frames,
         max_held_bytes: config.limits.max_body_bytes,
         recv_every: None,
+        parsed: 0,
         connected: false,
     };
+    // Input read but not yet a whole frame is held for the client: charged to the
+    // memory gauge, and it must become a frame within `limits.frame_timeout_ms`.
+    let mut buffered = shared.router.memory().charge(0);
+    let mut partial_since: Option<(Instant, u64)> = None;
     let mut waiting: Option<Waiting> = None;
     let connect_deadline = Instant::now() + config.connect_timeout();
     let mut last_read = Instant::now();
     loop {
         let reading = reader.reading(waiting.is_some());
+        buffered.set(buf.len());
+        partial_since = match partial_since {
+            _ if buf.is_empty() => None,
+            Some((since, parsed)) if parsed == reader.parsed => Some((since, parsed)),
+            _ => Some((Instant::now(), reader.parsed)),
+        };
+        // Only while reading: a paused reader's partial frame waits for us, not the client.
+        let frame_deadline = partial_since
+            .filter(|_| reading && reader.connected)
+            .map(|(since, _)| since + config.frame_timeout());
         // While reading is paused, the client's silence is ours, not its.
         let deadline = if !reading {
             None
@@ -392,6 +417,12 @@ async fn read_loop(
                         CloseReason::Protocol,
                     )
                 })
+            }
+            _ = sleep_until(frame_deadline.unwrap_or(last_read)), if frame_deadline.is_some() => {
+                Some(End::error(
+                    format!("frame not completed within {} ms", config.limits.frame_timeout_ms),
+                    CloseReason::Protocol,
+                ))
             }
             _ = shared.shutdown.cancelled() => Some(shutting_down()),
             _ = kill.cancelled() => Some(slow_consumer()),
@@ -471,10 +502,15 @@ async fn write_loop(
         let write = async {
             for item in batch.iter() {
                 match item {
-                    Outgoing::Frame(bytes) => sink.frame(bytes, &Bytes::new()).await?,
-                    Outgoing::Message { head, tail, ticket } => {
+                    Outgoing::Frame(bytes) => sink.frame(bytes).await?,
+                    Outgoing::Message {
+                        head,
+                        tail,
+                        body,
+                        ticket,
+                    } => {
                         tickets.extend(*ticket);
-                        sink.frame(head, tail).await?;
+                        sink.message(head, tail, body).await?;
                     }
                     Outgoing::Heartbeat(every) => heartbeat = Some(*every),
                     Outgoing::Close(reason) => {

@@ -57,6 +57,9 @@ pub enum SessionError {
     /// Too many subscriptions on one connection.
     #[error("too many subscriptions (limit {0})")]
     TooManySubscriptions(usize),
+    /// Too many wildcard subscriptions on one connection.
+    #[error("too many wildcard subscriptions (limit {0})")]
+    TooManyWildcards(usize),
     /// S9: ack id unknown or already settled.
     #[error("no unacknowledged message with ack id {0:?}")]
     UnknownAck(String),
@@ -72,6 +75,9 @@ pub enum SessionError {
     /// Too many frames in one transaction.
     #[error("transaction {0:?} has too many frames (limit {1})")]
     TransactionTooLarge(String, usize),
+    /// Too many bytes in one transaction.
+    #[error("transaction {0:?} holds too many bytes (limit {1})")]
+    TransactionTooManyBytes(String, usize),
     /// A COMMIT failed on one of its frames; nothing of the transaction was applied.
     #[error("transaction {tx:?} not committed: frame {index} ({command}): {source}")]
     InTransaction {

@@ -26,7 +26,7 @@ use tracing::Span;
 use crate::config::Config;
 use crate::frame::{Command, Frame, Headers, Version, encode};
 use crate::outbox::{OutboxTx, Outgoing};
-use crate::router::{AckMode, AckRef, LinkGuard, Router, Subscription};
+use crate::router::{AckMode, AckRef, LinkGuard, Pattern, Router, Subscription};
 use heartbeat::Negotiated;
 use transaction::Prepared;
 
@@ -110,7 +110,14 @@ pub struct Session {
     subs: HashMap<String, Sub>,
     next_key: u64,
     /// Open transactions and the frames they hold until COMMIT.
-    txs: HashMap<String, Vec<Frame>>,
+    txs: HashMap<String, transaction::Open>,
+}
+
+/// Whether a destination is a wildcard topic subscription.
+fn is_wildcard(destination: &str) -> bool {
+    destination
+        .strip_prefix("/topic/")
+        .is_some_and(|name| Pattern::parse(name).is_some())
 }
 
 fn header<'a>(frame: &'a Frame, name: &'static str) -> Result<&'a str, SessionError> {
@@ -338,16 +345,18 @@ impl Session {
             return Ok(Flow::Continue);
         }
         let message = self.message(destination, frame)?;
-        Ok(match self.shared.router.route(message)? {
-            None => Flow::Continue,
-            Some(wait) => Flow::Wait(Waiting {
-                until: Box::pin(async move {
-                    wait.await?;
-                    Ok(Done::Sent)
+        Ok(
+            match self.shared.router.route(message, Some(self.link.quota()))? {
+                None => Flow::Continue,
+                Some(wait) => Flow::Wait(Waiting {
+                    until: Box::pin(async move {
+                        wait.await?;
+                        Ok(Done::Sent)
+                    }),
+                    receipt: None,
                 }),
-                receipt: None,
-            }),
-        })
+            },
+        )
     }
 
     /// The message a SEND publishes: its headers minus the reserved ones, with a
@@ -363,8 +372,9 @@ impl Session {
         if let Some(reply_to) = headers.get("reply-to").map(str::to_owned) {
             let routable = self.resolve(&reply_to);
             if routable != reply_to {
-                self.shared.router.ensure_temp_queue(&routable, &self.id)?;
-                self.link.note_temp_queue();
+                self.shared
+                    .router
+                    .ensure_temp_queue(&routable, &self.id, self.link.quota())?;
                 headers.set_first("reply-to", routable);
             }
         }
@@ -387,6 +397,18 @@ impl Session {
         if self.link.len() >= limits.max_subscriptions {
             return Err(SessionError::TooManySubscriptions(limits.max_subscriptions));
         }
+        if is_wildcard(&destination) {
+            let max = limits.max_wildcard_subscriptions;
+            if self
+                .subs
+                .values()
+                .filter(|s| is_wildcard(&s.destination))
+                .count()
+                >= max
+            {
+                return Err(SessionError::TooManyWildcards(max));
+            }
+        }
         let ack = match frame.headers.get("ack") {
             None => AckMode::Auto,
             Some(v) => AckMode::parse(v).ok_or_else(|| SessionError::BadAckMode(v.to_owned()))?,
@@ -397,7 +419,9 @@ impl Session {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| SessionError::BadPrefetch(v.to_owned()))?,
+                .ok_or_else(|| SessionError::BadPrefetch(v.to_owned()))?
+                // What a client may hold unacknowledged is the broker's to bound.
+                .min(self.shared.config.queues.max_prefetch),
         };
         let key = self.next_key;
         self.next_key += 1;
@@ -498,15 +522,28 @@ impl Session {
     }
 
     fn hold(&mut self, tx: String, frame: Frame) -> Result<(), SessionError> {
-        let max = self.shared.config.limits.max_tx_frames;
+        let limits = &self.shared.config.limits;
         let held = self
             .txs
             .get_mut(&tx)
             .ok_or_else(|| SessionError::UnknownTransaction(tx.clone()))?;
-        if held.len() >= max {
-            return Err(SessionError::TransactionTooLarge(tx, max));
+        if held.frames.len() >= limits.max_tx_frames {
+            return Err(SessionError::TransactionTooLarge(tx, limits.max_tx_frames));
         }
-        held.push(frame);
+        let size = frame.body.len()
+            + frame
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        if held.charge.bytes() + size > limits.max_tx_bytes {
+            return Err(SessionError::TransactionTooManyBytes(
+                tx,
+                limits.max_tx_bytes,
+            ));
+        }
+        held.charge.grow(size);
+        held.frames.push(frame);
         Ok(())
     }
 
@@ -519,7 +556,11 @@ impl Session {
         if self.txs.len() >= max {
             return Err(SessionError::TooManyTransactions(max));
         }
-        self.txs.insert(tx.to_owned(), Vec::new());
+        let open = transaction::Open {
+            frames: Vec::new(),
+            charge: self.shared.router.memory().charge(0),
+        };
+        self.txs.insert(tx.to_owned(), open);
         Ok(())
     }
 

@@ -11,7 +11,15 @@ use std::collections::HashSet;
 
 use super::{Done, Flow, Session, SessionError, Waiting, header};
 use crate::frame::{Command, Frame};
+use crate::memory::Charge;
 use crate::router::{AckRef, Message, Reservation};
+
+/// An open transaction: its frames, held until COMMIT, and their bytes charged to the
+/// memory gauge (at most `limits.max_tx_bytes`).
+pub(super) struct Open {
+    pub frames: Vec<Frame>,
+    pub charge: Charge,
+}
 
 /// One frame of a transaction, ready to apply.
 enum Step {
@@ -72,12 +80,16 @@ impl Session {
             .txs
             .remove(&tx)
             .ok_or_else(|| SessionError::UnknownTransaction(tx.clone()))?;
-        let prepared = self.prepare(tx, held)?;
-        if prepared.is_ready() {
+        let prepared = self.prepare(tx, held.frames)?;
+        let router = self.shared.router.clone();
+        if prepared.is_ready() && !router.memory().is_high() {
             return Ok(self.apply(prepared));
         }
         Ok(Flow::Wait(Waiting {
-            until: Box::pin(prepared.fill()),
+            until: Box::pin(async move {
+                router.memory_room().await?;
+                prepared.fill().await
+            }),
             receipt: None,
         }))
     }
@@ -98,12 +110,12 @@ impl Session {
             match frame.command {
                 Command::Send => {
                     let destination = self.resolve(header(&frame, "destination").map_err(fail)?);
+                    let message = self.message(destination, frame).map_err(fail)?;
                     let reservation = self
                         .shared
                         .router
-                        .reserve(&destination)
+                        .reserve(&message.destination, message.size, Some(self.link.quota()))
                         .map_err(|e| fail(e.into()))?;
-                    let message = self.message(destination, frame).map_err(fail)?;
                     steps.push(Step::Send {
                         reservation,
                         message: Box::new(message),

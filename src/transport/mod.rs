@@ -86,14 +86,30 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// Queues one frame made of `head` then `tail`; may write if buffers fill.
-    pub async fn frame(&mut self, head: &Bytes, tail: &Bytes) -> Result<(), Error> {
+    /// Queues one whole encoded frame; may write if buffers fill.
+    pub async fn frame(&mut self, frame: &Bytes) -> Result<(), Error> {
         match self {
             Sink::Tcp(s) => {
-                s.frame(head, tail);
+                s.push(frame);
                 Ok(())
             }
-            Sink::Ws(s) => s.frame(head, tail).await,
+            Sink::Ws(s) => s.frame(frame).await,
+        }
+    }
+
+    /// Queues a MESSAGE made of `head`, `tail`, `body` and a NUL. Over TCP the
+    /// shared parts are written as they are (vectored writes), never copied per
+    /// subscriber; over WebSocket they are joined into the one message payload.
+    pub async fn message(&mut self, head: &Bytes, tail: &Bytes, body: &Bytes) -> Result<(), Error> {
+        match self {
+            Sink::Tcp(s) => {
+                s.push(head);
+                s.push(tail);
+                s.push(body);
+                s.push(&Bytes::from_static(b"\0"));
+                Ok(())
+            }
+            Sink::Ws(s) => s.message(head, tail, body).await,
         }
     }
 
@@ -101,7 +117,7 @@ impl Sink {
     pub async fn heartbeat(&mut self) -> Result<(), Error> {
         match self {
             Sink::Tcp(s) => {
-                s.frame(b"\n", b"");
+                s.push(&Bytes::from_static(b"\n"));
                 Ok(())
             }
             Sink::Ws(s) => s.heartbeat().await,

@@ -1,6 +1,9 @@
 //! STOMP over plain TCP: the socket's bytes are the frame stream.
 
-use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -15,7 +18,8 @@ pub fn split(stream: TcpStream) -> (Source, Sink) {
         Source::Tcp(TcpSource(r)),
         Sink::Tcp(TcpSink {
             half,
-            buf: BytesMut::new(),
+            pieces: VecDeque::new(),
+            small: BytesMut::new(),
             progress,
         }),
     )
@@ -48,28 +52,71 @@ impl TcpSource {
     }
 }
 
-/// TCP write half with a batch buffer: every frame queued in one writer wake-up goes
-/// out in one write.
+/// TCP write half. A writer wake-up's frames go out together with vectored writes:
+/// small pieces are gathered into one buffer, and large ones (message bodies, shared
+/// encodings) are written from the shared `Bytes` they already are, so a message
+/// fanned out to many TCP subscribers is never copied per subscriber — a slow one
+/// holds a reference, not a copy.
 pub struct TcpSink {
     half: Counted<OwnedWriteHalf>,
-    buf: BytesMut,
+    /// What the next flush writes, in order.
+    pieces: VecDeque<Bytes>,
+    /// Small pieces gathered since the last large one.
+    small: BytesMut,
     pub(super) progress: Progress,
 }
 
+/// Pieces up to this size are copied into the gather buffer; larger ones are written
+/// where they are.
+const GATHER_BELOW: usize = 2048;
+
+/// At most this many buffers per `writev` (Linux allows 1024).
+const MAX_IOVECS: usize = 64;
+
 impl TcpSink {
-    pub(super) fn frame(&mut self, head: &[u8], tail: &[u8]) {
-        self.buf.extend_from_slice(head);
-        self.buf.extend_from_slice(tail);
+    pub(super) fn push(&mut self, piece: &Bytes) {
+        if piece.len() < GATHER_BELOW {
+            self.small.extend_from_slice(piece);
+        } else {
+            if !self.small.is_empty() {
+                self.pieces.push_back(self.small.split().freeze());
+            }
+            self.pieces.push_back(piece.clone());
+        }
     }
 
     pub(super) async fn flush(&mut self) -> Result<(), Error> {
-        if !self.buf.is_empty() {
-            self.half.write_all(&self.buf).await?;
-            self.buf.clear();
-            // Give back the memory a burst needed.
-            if self.buf.capacity() > 64 * 1024 {
-                self.buf = BytesMut::new();
+        if !self.small.is_empty() {
+            self.pieces.push_back(self.small.split().freeze());
+        }
+        while !self.pieces.is_empty() {
+            let n = {
+                let slices: Vec<IoSlice<'_>> = self
+                    .pieces
+                    .iter()
+                    .take(MAX_IOVECS)
+                    .map(|p| IoSlice::new(p))
+                    .collect();
+                self.half.write_vectored(&slices).await?
+            };
+            if n == 0 {
+                return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
             }
+            let mut n = n;
+            while n > 0 {
+                let first = self.pieces.front_mut().expect("wrote only what was queued");
+                if n >= first.len() {
+                    n -= first.len();
+                    self.pieces.pop_front();
+                } else {
+                    first.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        // Gathered storage is reused while it is small; a burst's large buffer is freed.
+        if self.small.capacity() > 64 * 1024 {
+            self.small = BytesMut::new();
         }
         Ok(())
     }

@@ -138,7 +138,7 @@ fn violation(e: WsError) -> ReadEvent {
 /// WebSocket write half.
 pub struct WsSink {
     sink: SplitSink<Ws, Message>,
-    /// Where a MESSAGE's head and tail are joined into one payload.
+    /// Where a MESSAGE's parts are joined into one payload.
     scratch: BytesMut,
     /// Send text messages when the frame is valid UTF-8.
     text: bool,
@@ -146,18 +146,29 @@ pub struct WsSink {
 }
 
 impl WsSink {
-    pub(super) async fn frame(&mut self, head: &Bytes, tail: &Bytes) -> Result<(), Error> {
-        let payload = if tail.is_empty() {
-            head.clone()
-        } else {
-            // One WebSocket message needs one contiguous payload. tungstenite copies
-            // it into its write buffer at once, so the scratch storage is unique
-            // again by the next frame and `reserve` reuses it: no allocation per frame.
-            self.scratch.reserve(head.len() + tail.len());
-            self.scratch.extend_from_slice(head);
-            self.scratch.extend_from_slice(tail);
-            self.scratch.split().freeze()
-        };
+    /// A MESSAGE: one WebSocket message needs one contiguous payload, so head, tail,
+    /// body and NUL are joined here — the one copy per frame on our side. tungstenite
+    /// copies the payload into its write buffer at once, so the scratch storage is
+    /// unique again by the next frame and `reserve` reuses it: no allocation per frame.
+    pub(super) async fn message(
+        &mut self,
+        head: &Bytes,
+        tail: &Bytes,
+        body: &Bytes,
+    ) -> Result<(), Error> {
+        self.scratch
+            .reserve(head.len() + tail.len() + body.len() + 1);
+        self.scratch.extend_from_slice(head);
+        self.scratch.extend_from_slice(tail);
+        self.scratch.extend_from_slice(body);
+        self.scratch.extend_from_slice(b"\0");
+        let payload = self.scratch.split().freeze();
+        self.frame(&payload).await
+    }
+
+    /// A whole frame as one WebSocket message, as it is (no copy on our side).
+    pub(super) async fn frame(&mut self, payload: &Bytes) -> Result<(), Error> {
+        let payload = payload.clone();
         let message = if self.text {
             match Utf8Bytes::try_from(payload.clone()) {
                 Ok(text) => Message::Text(text),
