@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 runs=${1:-3}
 
-cargo build --release --bin stompbox --bin stompbox-bench --example ws_relay >&2
+cargo build --release --bin stompbox --example ws_relay >&2
+cargo build --release -p stompbox-bench >&2
 bench=target/release/stompbox-bench
 ulimit -n "$(ulimit -Hn)"
 

@@ -13,7 +13,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 old=$1
 runs=${2:-3}
 
-cargo build --release --bin stompbox --bin stompbox-bench >&2
+cargo build --release --bin stompbox >&2
+cargo build --release -p stompbox-bench >&2
 bench=target/release/stompbox-bench
 ulimit -n "$(ulimit -Hn)"
 
