@@ -375,7 +375,8 @@ pub struct Http {
     /// pool, apart from `limits.max_connections`: stalled HTTP requests never lock
     /// STOMP clients out, nor the reverse.
     pub max_requests: usize,
-    /// Time to receive a whole request body, and to write a whole response.
+    /// Time to receive a whole request body; a connection that writes nothing for
+    /// twice this (a response nobody reads, an idle keep-alive) is closed.
     pub body_timeout_ms: u64,
 }
 

@@ -10,7 +10,13 @@
 //! traversal and does content types, ranges and conditional requests, so a browser
 //! app can be loaded from the same origin as its WebSocket. Anything else is a 404.
 //!
-//! Request headers must arrive within `limits.handshake_timeout_ms`. A browser keeps
+//! Request headers must arrive within `limits.handshake_timeout_ms`, a publish body
+//! within `http.body_timeout_ms`, and a connection that moves no byte out for twice
+//! that (a response nobody reads, an idle keep-alive) is closed.
+//! HTTP connections have their own pool (`http.max_requests`): a WebSocket upgrade
+//! takes a STOMP connection permit (`limits.max_connections`) and is refused with 503
+//! when there is none, so stalled HTTP clients and STOMP clients never starve each
+//! other. A browser keeps
 //! HTTP connections open between page loads, so on shutdown idle connections are
 //! closed (hyper's graceful shutdown) instead of holding the drain to its deadline.
 
@@ -28,9 +34,11 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
@@ -40,7 +48,7 @@ use crate::config::Auth;
 use crate::frame::{Headers, Version};
 use crate::router::{RouteError, Router};
 use crate::transport::ws::{self, WsSettings};
-use crate::transport::{Sink, Source};
+use crate::transport::{Counted, Sink, Source};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Unsync because `ServeDir`'s file bodies are; hyper only needs `Send`.
@@ -63,6 +71,10 @@ pub(crate) struct HttpSide {
     pub static_dir: Option<ServeDir>,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
+    /// STOMP connection permits (`limits.max_connections`), one per upgrade.
+    pub stomp_permits: Arc<Semaphore>,
+    /// `http.body_timeout_ms`.
+    pub body_timeout: Duration,
 }
 
 /// Checks `http.static_dir` at start: a typo there should stop the broker with the
@@ -85,14 +97,15 @@ pub(crate) fn static_dir(path: &Path) -> Result<Option<ServeDir>, StartError> {
 
 /// An upgrade the service accepted: the pending upgraded connection and the STOMP
 /// version cap its subprotocol allows.
-type Upgrade = (OnUpgrade, Version);
+type Upgrade = (OnUpgrade, Version, OwnedSemaphorePermit);
 
 /// Serves HTTP on `stream` until it upgrades to WebSocket (returning the STOMP
 /// transport halves and version cap) or closes (returning `None`).
 pub(crate) async fn serve(
     stream: TcpStream,
     side: Arc<HttpSide>,
-) -> Option<(Source, Sink, Version)> {
+) -> Option<(Source, Sink, Version, OwnedSemaphorePermit)> {
+    let (stream, progress) = Counted::new(stream);
     let (tx, rx) = oneshot::channel::<Upgrade>();
     let tx = Arc::new(Mutex::new(Some(tx)));
     let service_side = side.clone();
@@ -110,8 +123,26 @@ pub(crate) async fn serve(
     // before `rx` is awaited: a connection that never upgraded then ends `rx` at once.
     let ended = {
         let mut conn = std::pin::pin!(conn);
+        // Closes a connection that writes nothing for two body timeouts: a response
+        // nobody reads, or a keep-alive connection left idle. (Two, so that a late
+        // body is still answered 408 first.)
+        let stalled = async {
+            let mut last = progress.bytes();
+            loop {
+                tokio::time::sleep(side.body_timeout * 2).await;
+                let now = progress.bytes();
+                if now == last {
+                    return;
+                }
+                last = now;
+            }
+        };
         tokio::select! {
             r = conn.as_mut() => r,
+            _ = stalled => {
+                tracing::debug!("HTTP connection idle or its response unread: closed");
+                return None;
+            }
             _ = side.shutdown.cancelled() => {
                 // Finishes a request in flight, then closes; an idle keep-alive
                 // connection closes at once.
@@ -123,13 +154,13 @@ pub(crate) async fn serve(
     if let Err(e) = ended {
         tracing::debug!(cause = %e, "HTTP connection ended with an error");
     }
-    let (on_upgrade, cap) = rx.await.ok()?;
+    let (on_upgrade, cap, permit) = rx.await.ok()?;
     let upgraded = match tokio::time::timeout(side.ws.handshake_timeout, on_upgrade).await {
         Ok(Ok(upgraded)) => upgraded,
         _ => return None,
     };
     let (source, sink) = ws::from_upgraded(upgraded, &side.ws).await;
-    Some((source, sink, cap))
+    Some((source, sink, cap, permit))
 }
 
 fn empty(status: StatusCode) -> Response<Body> {
@@ -162,7 +193,7 @@ async fn handle(
         if !origin_allowed(&req, &side.ws.allowed_origins) {
             return text(StatusCode::FORBIDDEN, "origin not allowed".into());
         }
-        return upgrade(req, tx);
+        return upgrade(req, tx, &side.stomp_permits);
     }
     if path == "/api/publish" && side.publish {
         if req.method() != Method::POST {
@@ -236,6 +267,7 @@ fn origin_allowed(req: &Request<Incoming>, allowed: &[String]) -> bool {
 fn upgrade(
     mut req: Request<Incoming>,
     tx: &Mutex<Option<oneshot::Sender<Upgrade>>>,
+    permits: &Arc<Semaphore>,
 ) -> Response<Body> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     let valid = req.method() == Method::GET
@@ -266,7 +298,16 @@ fn upgrade(
         return text(StatusCode::BAD_REQUEST, "one upgrade per connection".into());
     };
     let cap = chosen.map_or(Version::V1_2, |(_, v)| v);
-    if sender.send((hyper::upgrade::on(&mut req), cap)).is_err() {
+    let Ok(permit) = permits.clone().try_acquire_owned() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit reached (limits.max_connections)".into(),
+        );
+    };
+    if sender
+        .send((hyper::upgrade::on(&mut req), cap, permit))
+        .is_err()
+    {
         return empty(StatusCode::SERVICE_UNAVAILABLE);
     }
     let mut resp = empty(StatusCode::SWITCHING_PROTOCOLS);
@@ -340,12 +381,19 @@ async fn publish(req: Request<Incoming>, side: &HttpSide) -> Response<Body> {
     {
         headers.push("content-type", ct);
     }
-    let body = match Limited::new(req.into_body(), side.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
+    let collect = Limited::new(req.into_body(), side.max_body_bytes).collect();
+    let body = match tokio::time::timeout(side.body_timeout, collect).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
         Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {} ms",
+                    side.body_timeout.as_millis()
+                ),
+            );
+        }
+        Ok(Err(_)) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(

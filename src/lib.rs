@@ -144,7 +144,11 @@ impl Broker {
             handshake_timeout: config.handshake_timeout(),
         });
         let shutdown = CancellationToken::new();
+        let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        let http_permits = Arc::new(Semaphore::new(config.http.max_requests));
         let http = Arc::new(http::HttpSide {
+            stomp_permits: permits.clone(),
+            body_timeout: Duration::from_millis(config.http.body_timeout_ms),
             ws: ws_settings,
             router: router.clone(),
             publish: config.http.publish,
@@ -154,7 +158,6 @@ impl Broker {
             shutdown: shutdown.clone(),
         });
         let drain = config.drain();
-        let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         let shared = Arc::new(Shared {
             config,
             router: router.clone(),
@@ -174,7 +177,7 @@ impl Broker {
             ws,
             Kind::Ws,
             shared,
-            permits,
+            http_permits,
             tracker.clone(),
             Some(http),
         ));

@@ -1,7 +1,8 @@
 //! Accept loops for the TCP and WebSocket listeners.
 //!
-//! A connection permit (`limits.max_connections`, shared by both listeners) is taken
-//! right after `accept` and before anything is spawned: at the limit, each listener
+//! A connection permit is taken right after `accept` and before anything is spawned
+//! — on the TCP listener a STOMP one (`limits.max_connections`), on the WebSocket
+//! listener an HTTP one (`http.max_requests`), traded for a STOMP one by the upgrade: at the limit, each listener
 //! holds just the one socket it accepted and every further client waits in the kernel
 //! backlog. (Taking the permit *before* `accept`, as single-listener servers do, would
 //! let an idle listener sit on the last permit while the other starves.) The WebSocket upgrade runs inside the connection's own task under
@@ -71,9 +72,17 @@ pub(crate) async fn accept_loop(
                         session::serve(source, sink, Version::V1_2, shared).await;
                     }
                     Some(http) => {
-                        if let Some((source, sink, cap)) = crate::http::serve(stream, http).await {
+                        let served = crate::http::serve(stream, http).await;
+                        // The HTTP permit goes; an upgrade holds a STOMP permit instead.
+                        drop(permit);
+                        if let Some((source, sink, cap, _stomp)) = served {
                             session::serve(source, sink, cap, shared).await;
                         }
+                        metrics
+                            .connections_open
+                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!("closed");
+                        return;
                     }
                 }
                 metrics

@@ -178,7 +178,8 @@ pub struct Counted<S> {
 }
 
 impl<S> Counted<S> {
-    fn new(inner: S) -> (Self, Progress) {
+    /// Wraps `inner`; the returned progress counts the bytes written through it.
+    pub(crate) fn new(inner: S) -> (Self, Progress) {
         let progress = Progress::default();
         (
             Counted {

@@ -1,0 +1,466 @@
+//! Anyone on the internet may connect: each way one hostile client could freeze the
+//! broker, lock others out or grow its memory (issue 9's findings), played over real
+//! sockets. The offender gets ERROR and close (or its limit); a well-behaved client on
+//! the side keeps round-tripping meanwhile, loses nothing, and its median round trip
+//! stays under 50 ms.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use stompbox::frame::{Command, Frame};
+use stompbox::metrics::Metrics;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// A well-behaved client round-tripping on its own queue until stopped.
+struct Bystander {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Duration>>,
+}
+
+impl Bystander {
+    async fn start(b: &TestBroker, name: &str) -> Bystander {
+        let mut c = connected(b).await;
+        let queue = format!("/queue/bystander-{name}");
+        c.subscribe("by", &queue, "auto").await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut rtts = Vec::new();
+                let mut n = 0u32;
+                while !stop.load(Ordering::Relaxed) || n < 3 {
+                    let started = Instant::now();
+                    c.send(&format!("SEND\ndestination:{queue}\n\n{n}")).await;
+                    let f = c.expect(Command::Message).await;
+                    assert_eq!(
+                        std::str::from_utf8(&f.body).unwrap(),
+                        n.to_string(),
+                        "the bystander's messages arrive, in order, none lost"
+                    );
+                    rtts.push(started.elapsed());
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                rtts
+            }
+        });
+        Bystander { stop, task }
+    }
+
+    /// Stops it and checks its round trips: median under 50 ms, none lost.
+    async fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut rtts = self.task.await.expect("bystander ran");
+        rtts.sort();
+        let median = rtts[rtts.len() / 2];
+        assert!(
+            median < Duration::from_millis(50),
+            "median round trip {median:?} (max {:?}) over {} trips",
+            rtts.last().unwrap(),
+            rtts.len()
+        );
+    }
+}
+
+/// Frames until RECEIPT `id` (which must come), failing on ERROR.
+async fn until_receipt(c: &mut Client, id: &str) -> Vec<Frame> {
+    let mut before = Vec::new();
+    loop {
+        let f = c.frame().await;
+        assert_ne!(f.command, Command::Error, "unexpected ERROR: {f:?}");
+        if f.command == Command::Receipt {
+            assert_eq!(f.headers.get("receipt-id"), Some(id));
+            return before;
+        }
+        before.push(f);
+    }
+}
+
+fn error_message(f: &Frame) -> &str {
+    assert_eq!(f.command, Command::Error, "{f:?}");
+    f.headers.get("message").unwrap_or_default()
+}
+
+/// Finding 1: a pattern of 1,000 `#` words made one publish take 62.8 s with the
+/// backtracking matcher, freezing every other client. Here the word cap is raised so
+/// the pattern is accepted, and the publish is as quick as any.
+#[tokio::test]
+async fn a_thousand_hash_pattern_does_not_freeze_the_broker() {
+    let mut cfg = config();
+    cfg.limits.max_destination_words = 2_000;
+    let b = start_with(cfg).await;
+    let by = Bystander::start(&b, "hash").await;
+    let mut attacker = connected(&b).await;
+    // 2 KB: a name that does not match makes a backtracking matcher try every way of
+    // spreading its words over the `#`s.
+    let pattern = vec!["#"; 1000].join(".") + ".x";
+    attacker
+        .subscribe("evil", &format!("/topic/{pattern}"), "auto")
+        .await;
+    let mut publisher = connected(&b).await;
+    for i in 0..20 {
+        let name = if i % 2 == 0 { "a.b.c" } else { "a.b.c.x" };
+        publisher
+            .send(&format!(
+                "SEND\ndestination:/topic/{name}\nreceipt:p{i}\n\n{i}"
+            ))
+            .await;
+        until_receipt(&mut publisher, &format!("p{i}")).await;
+    }
+    for i in (1..20).step_by(2) {
+        let f = attacker.expect(Command::Message).await;
+        assert_eq!(&f.body[..], i.to_string().as_bytes());
+    }
+    attacker.expect_silence(Duration::from_millis(100)).await;
+    by.finish().await;
+}
+
+/// The caps: words per destination (default 64) and wildcard subscriptions per
+/// connection.
+#[tokio::test]
+async fn destination_words_and_wildcard_subscriptions_are_capped() {
+    let mut cfg = config();
+    cfg.limits.max_wildcard_subscriptions = 3;
+    let b = start_with(cfg).await;
+    let mut c = connected(&b).await;
+    let long = vec!["#"; 65].join(".");
+    c.send(&format!("SUBSCRIBE\nid:0\ndestination:/topic/{long}\n\n"))
+        .await;
+    let err = c.expect_error_and_close().await;
+    assert!(
+        error_message(&err).contains("too many words (limit 64)"),
+        "{err:?}"
+    );
+
+    let mut c = connected(&b).await;
+    c.send(&format!(
+        "SEND\ndestination:/topic/{}\n\nx",
+        vec!["w"; 65].join(".")
+    ))
+    .await;
+    let err = c.expect_error_and_close().await;
+    assert!(error_message(&err).contains("too many words"), "{err:?}");
+
+    let mut c = connected(&b).await;
+    for i in 0..3 {
+        c.subscribe(&i.to_string(), &format!("/topic/w{i}.*"), "auto")
+            .await;
+    }
+    c.subscribe("exact", "/topic/plain", "auto").await;
+    c.send("SUBSCRIBE\nid:4\ndestination:/topic/x.#\n\n").await;
+    let err = c.expect_error_and_close().await;
+    assert!(
+        error_message(&err).contains("too many wildcard subscriptions (limit 3)"),
+        "{err:?}"
+    );
+}
+
+/// Finding 2: one client created 100,000 queues in 0.5 s and every new queue was
+/// refused until a restart. Now a connection has a quota, and idle queues go.
+#[tokio::test]
+async fn one_client_cannot_use_up_the_queues_and_idle_queues_are_deleted() {
+    let mut cfg = config();
+    cfg.limits.max_queues = 40;
+    cfg.limits.max_queues_per_connection = 20;
+    cfg.queues.idle_delete_ms = 200;
+    let b = start_with(cfg).await;
+    let mut attacker = connected(&b).await;
+    for i in 0..20 {
+        attacker
+            .subscribe(&i.to_string(), &format!("/queue/junk-{i}"), "auto")
+            .await;
+    }
+    attacker.send("SEND\ndestination:/queue/junk-20\n\n").await;
+    let err = attacker.expect_error_and_close().await;
+    assert!(
+        error_message(&err).contains("this connection created too many queues (limit 20)"),
+        "{err:?}"
+    );
+    // Everyone else still creates queues: consumers, temp queues, producers.
+    let mut other = connected(&b).await;
+    other.subscribe("0", "/queue/mine", "auto").await;
+    other.subscribe("1", "/temp-queue/replies", "auto").await;
+    other.publish("/queue/mine", "hello").await;
+    assert_eq!(&other.expect(Command::Message).await.body[..], b"hello");
+    // The junk queues, empty and unused once the attacker is gone, are deleted after
+    // idle_delete_ms; queues in use and queues holding messages stay.
+    let mut holder = connected(&b).await;
+    holder.publish("/queue/kept", "wait for me").await;
+    let deadline = Instant::now() + WAIT;
+    while b.handle.router().queue_depth("/queue/junk-0").is_some() {
+        assert!(Instant::now() < deadline, "idle queues never deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let router = b.handle.router();
+    assert!((0..20).all(|i| router.queue_depth(&format!("/queue/junk-{i}")).is_none()));
+    assert_eq!(router.queue_depth("/queue/kept"), Some(1));
+    assert!(
+        router.queue_depth("/queue/mine").is_some(),
+        "it has a consumer"
+    );
+    assert!(Metrics::get(&b.handle.metrics().queues_deleted) >= 20);
+    // A deleted queue comes back on next use, and a message sent to it is kept.
+    holder.publish("/queue/junk-0", "again").await;
+    assert_eq!(router.queue_depth("/queue/junk-0"), Some(1));
+}
+
+/// Finding 3a: one open transaction of 60 × 4 MB SENDs held 229 MiB.
+#[tokio::test]
+async fn a_transaction_is_bounded_in_bytes() {
+    let mut cfg = config();
+    cfg.limits.max_tx_bytes = 1 << 20;
+    let b = start_with(cfg).await;
+    let by = Bystander::start(&b, "tx").await;
+    let mut c = connected(&b).await;
+    c.send("BEGIN\ntransaction:t\n\n").await;
+    let body = "x".repeat(400 * 1024);
+    for i in 0..2 {
+        c.send(&format!(
+            "SEND\ndestination:/queue/tx\ntransaction:t\nreceipt:s{i}\n\n{body}"
+        ))
+        .await;
+        until_receipt(&mut c, &format!("s{i}")).await;
+    }
+    c.send(&format!(
+        "SEND\ndestination:/queue/tx\ntransaction:t\n\n{body}"
+    ))
+    .await;
+    let err = c.expect_error_and_close().await;
+    assert!(
+        error_message(&err).contains("transaction \"t\" holds too many bytes (limit 1048576)"),
+        "{err:?}"
+    );
+    assert_eq!(
+        b.handle.router().queue_depth("/queue/tx"),
+        None,
+        "nothing applied"
+    );
+    by.finish().await;
+}
+
+/// Finding 3b: `prefetch-count:18446744073709551615` let one subscriber hold every
+/// message unacknowledged. It is lowered to `queues.max_prefetch`.
+#[tokio::test]
+async fn a_huge_prefetch_is_lowered_to_max_prefetch() {
+    let mut cfg = config();
+    cfg.queues.max_prefetch = 10;
+    let b = start_with(cfg).await;
+    let mut p = connected(&b).await;
+    for i in 0..50 {
+        p.send(&format!("SEND\ndestination:/queue/pf\n\n{i}")).await;
+    }
+    p.publish("/queue/pf", "last").await;
+    let mut c = connected(&b).await;
+    c.send(
+        "SUBSCRIBE\nid:0\ndestination:/queue/pf\nack:client-individual\n\
+         prefetch-count:18446744073709551615\n\n",
+    )
+    .await;
+    let mut got = Vec::new();
+    while let Some(f) = c.next_frame_within(Duration::from_millis(300)).await {
+        got.push(f);
+    }
+    assert_eq!(got.len(), 10, "held unacknowledged at once");
+    // Acking one lets exactly one more through: the window, not the end of the queue.
+    let id = got[0].headers.get("ack").unwrap().to_owned();
+    c.send(&format!("ACK\nid:{id}\n\n")).await;
+    let next = c.expect(Command::Message).await;
+    assert_eq!(&next.body[..], b"10");
+    c.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// Finding 3c: with `heart-beat:0,0`, a SEND declaring `content-length:4000000` and
+/// never finishing was buffered forever.
+#[tokio::test]
+async fn a_half_sent_frame_is_cut_after_frame_timeout() {
+    let mut cfg = config();
+    cfg.limits.frame_timeout_ms = 300;
+    let b = start_with(cfg).await;
+    let by = Bystander::start(&b, "half").await;
+    let mut c = Client::tcp(b.tcp()).await;
+    c.send("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n")
+        .await;
+    c.expect(Command::Connected).await;
+    let mut partial = b"SEND\ndestination:/queue/half\ncontent-length:4000000\n\n".to_vec();
+    partial.extend(std::iter::repeat_n(b'x', 100_000));
+    c.send_raw(&partial).await;
+    let started = Instant::now();
+    let err = c.expect_error_and_close().await;
+    assert!(
+        error_message(&err).contains("frame not completed within 300 ms"),
+        "{err:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    by.finish().await;
+}
+
+/// A client that keeps sending whole frames, each arriving in pieces, is never cut:
+/// the timeout is per frame, not per connection.
+#[tokio::test]
+async fn frames_that_keep_completing_are_never_cut() {
+    let mut cfg = config();
+    cfg.limits.frame_timeout_ms = 300;
+    let b = start_with(cfg).await;
+    let mut c = connected(&b).await;
+    c.subscribe("0", "/queue/steady", "auto").await;
+    for i in 0..8 {
+        let frame = format!("SEND\ndestination:/queue/steady\n\n{i}\0");
+        let (a, z) = frame.as_bytes().split_at(10);
+        c.send_raw(a).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.send_raw(z).await;
+        assert_eq!(
+            &c.expect(Command::Message).await.body[..],
+            i.to_string().as_bytes()
+        );
+    }
+}
+
+/// Finding 3d: queue depth counted messages only. `queues.max_bytes` bounds bytes,
+/// with the overflow policy: reject (ERROR after send_timeout) ...
+#[tokio::test]
+async fn a_queue_is_bounded_in_bytes_reject() {
+    let mut cfg = config();
+    cfg.queues.max_bytes = 100 * 1024;
+    cfg.queues.send_timeout_ms = 200;
+    let b = start_with(cfg).await;
+    let mut c = connected(&b).await;
+    let body = "x".repeat(40 * 1024);
+    for _ in 0..2 {
+        c.publish("/queue/bytes", &body).await;
+    }
+    c.send(&format!("SEND\ndestination:/queue/bytes\n\n{body}"))
+        .await;
+    let err = c.expect_error_and_close().await;
+    assert!(
+        error_message(&err).contains("queue /queue/bytes is full"),
+        "{err:?}"
+    );
+    assert_eq!(b.handle.router().queue_depth("/queue/bytes"), Some(2));
+}
+
+/// ... or drop-oldest (counted): the newest messages stay, in order.
+#[tokio::test]
+async fn a_queue_is_bounded_in_bytes_drop_oldest() {
+    let mut cfg = config();
+    cfg.queues.max_bytes = 100 * 1024;
+    cfg.queues.overflow = stompbox::config::OverflowPolicy::DropOldest;
+    let b = start_with(cfg).await;
+    let mut c = connected(&b).await;
+    let pad = "x".repeat(40 * 1024);
+    for i in 0..5 {
+        c.publish("/queue/drop", &format!("{i}{pad}")).await;
+    }
+    c.subscribe("0", "/queue/drop", "auto").await;
+    let got: Vec<u8> = [
+        c.expect(Command::Message).await,
+        c.expect(Command::Message).await,
+    ]
+    .iter()
+    .map(|f| f.body[0])
+    .collect();
+    assert_eq!(got, b"34");
+    c.expect_silence(Duration::from_millis(200)).await;
+    assert_eq!(Metrics::get(&b.handle.metrics().overflow_drops), 3);
+}
+
+/// Finding 3e: nothing bounded the broker's memory as a whole. Above
+/// `memory.high_watermark_bytes` publishers wait, then get ERROR; consumers carry on
+/// and, once memory is freed, the waiting publishers go through.
+#[tokio::test]
+async fn the_memory_high_watermark_paces_then_refuses_publishers() {
+    let mut cfg = config();
+    cfg.memory.high_watermark_bytes = 1 << 20;
+    cfg.queues.send_timeout_ms = 300;
+    let b = start_with(cfg).await;
+    let memory = b.handle.router().memory().clone();
+    let mut p = connected(&b).await;
+    let body = "m".repeat(300 * 1024);
+    for i in 0..5 {
+        p.send(&format!(
+            "SEND\ndestination:/queue/mem\nreceipt:m{i}\n\n{body}"
+        ))
+        .await;
+    }
+    let deadline = Instant::now() + WAIT;
+    while !memory.is_high() {
+        assert!(Instant::now() < deadline, "the alarm never rose");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Paced: the SENDs over the watermark wait while a consumer frees memory.
+    let mut c = connected(&b).await;
+    c.subscribe("0", "/queue/mem", "auto").await;
+    for _ in 0..5 {
+        assert_eq!(c.expect(Command::Message).await.body.len(), body.len());
+    }
+    for i in 0..5 {
+        let f = p.expect(Command::Receipt).await;
+        assert_eq!(f.headers.get("receipt-id"), Some(format!("m{i}").as_str()));
+    }
+    assert!(Metrics::get(&b.handle.metrics().memory_alarms) >= 1);
+    assert_eq!(Metrics::get(&b.handle.metrics().memory_refusals), 0);
+    // Refused: nobody frees memory within send_timeout_ms.
+    c.send("UNSUBSCRIBE\nid:0\nreceipt:u\n\n").await;
+    c.until_receipt("u").await;
+    for i in 0..6 {
+        p.send(&format!(
+            "SEND\ndestination:/queue/mem\nreceipt:n{i}\n\n{body}"
+        ))
+        .await;
+    }
+    let err = loop {
+        let f = p.frame().await;
+        if f.command == Command::Error {
+            break f;
+        }
+    };
+    assert!(error_message(&err).contains("memory"), "{err:?}");
+    p.expect_closed().await;
+    assert!(Metrics::get(&b.handle.metrics().memory_refusals) >= 1);
+    // Accepted messages were kept: the consumer side still gets them.
+    let depth = b.handle.router().queue_depth("/queue/mem").unwrap();
+    assert!((3..6).contains(&depth), "{depth}");
+}
+
+/// Finding 5: three stalled POST bodies took every connection permit, so STOMP
+/// clients were locked out; and a stalled body was never given up on.
+#[tokio::test]
+async fn stalled_http_requests_neither_lock_out_stomp_nor_last_forever() {
+    let mut cfg = config();
+    cfg.limits.max_connections = 3;
+    cfg.http.publish = true;
+    cfg.http.body_timeout_ms = 300;
+    let b = start_with(cfg).await;
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(b.handle.ws_addr).await.unwrap();
+        s.write_all(
+            b"POST /api/publish?destination=/queue/h HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly a little",
+        )
+        .await
+        .unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // STOMP clients over TCP and over WebSocket still get in.
+    let mut c = connected(&b).await;
+    c.publish("/queue/ok", "in").await;
+    let (mut ws, _) = Client::ws(&b.ws_url(), &["v12.stomp"]).await;
+    ws.connect().await;
+    // Each stalled request is answered 408 once its body is late.
+    for mut s in stalled {
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(WAIT, s.read_to_end(&mut response)).await;
+        assert!(read.is_ok(), "the stalled request was never ended");
+        let text = String::from_utf8_lossy(&response);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert_eq!(b.handle.router().queue_depth("/queue/h"), None);
+}
