@@ -423,7 +423,12 @@ async fn publish(req: Request<Incoming>, side: &HttpSide) -> Response<Body> {
             );
             resp
         }
-        Err(e @ RouteError::QueueFull(_)) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ (RouteError::QueueFull(_) | RouteError::MemoryHigh)) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        Err(e @ RouteError::TooLargeForQueue(..)) => {
+            text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+        }
         Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

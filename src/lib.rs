@@ -16,9 +16,11 @@
 //!   `POST /api/publish`, and optional static files (`http.static_dir`).
 //! - [`session`] — CONNECT, subscriptions, acks, transactions, receipts, heart-beats; the
 //!   reader and writer tasks of a connection.
-//! - [`router`] — queues (credit, prefetch, redelivery, dead letters), topics
-//!   (wildcards, flow control, slow-consumer policy), temp queues, and settlement
+//! - [`router`] — queues (credit, prefetch, redelivery, dead letters, byte bounds,
+//!   idle deletion), topics (the wildcard trie `router::Sublist`, flow control,
+//!   slow-consumer policy), temp queues, per-connection queue quotas, and settlement
 //!   (`router::Link`): the one place that decides each delivery's fate.
+//! - [`memory`] — the broker-wide gauge of held bytes and its high watermark.
 //! - [`outbox`] — the bounded per-connection queue the router `try`-pushes into.
 //! - [`metrics`] — counters.
 //!
@@ -54,8 +56,8 @@
 //!
 //! # Lock order
 //!
-//! `router` maps (`RwLock`) → a destination (`Mutex`: queue state or topic subscriber
-//! list) → a subscription's pending deliveries (`Mutex`) → a link's subscription map
+//! `router` maps (`RwLock`) → a connection's queue quota (`Mutex`) → a destination
+//! (`Mutex`: queue state or topic subscriber list) → a subscription's pending deliveries (`Mutex`) → a link's subscription map
 //! (`Mutex`) → an outbox (`Mutex`). Locks are std mutexes held for a few
 //! instructions; nothing awaits while holding one. The awaits on the publish path —
 //! room in a full queue (before the queue's lock is taken) and room in a topic

@@ -154,10 +154,12 @@ async fn f9_header_line_growing_without_eol_is_refused_early() {
     c.send_raw(format!("SEND\ndestination:/queue/l\nk:{}", "v".repeat(4 * MAX)).as_bytes())
         .await;
     expect_fatal(&mut c, "header line too long").await;
-    // The command line is a line too.
+    // A first line longer than any command is an unknown command, whatever its
+    // length and however it arrives (the parser fuzzer found the error depending on
+    // how the bytes were split).
     let mut d = connected(&b).await;
     d.send_raw("S".repeat(MAX + 10).as_bytes()).await;
-    expect_fatal(&mut d, "header line too long").await;
+    expect_fatal(&mut d, "unknown command").await;
 
     assert_still_works(&mut by).await;
 }

@@ -6,6 +6,8 @@
 
 mod encode;
 mod parse;
+#[cfg(test)]
+mod roundtrip;
 
 pub use encode::{MessageParts, encode, escape_into};
 pub use parse::{FrameError, Limits, Parser};

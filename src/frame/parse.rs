@@ -267,13 +267,16 @@ impl Parser {
         let max = self.limits.max_header_line_bytes;
         loop {
             let rest = &buf[self.head_scanned..];
+            let first = self.head_scanned == 0;
+            // The command first: garbage is an unknown command however long its first
+            // line, and whether or not its EOL has arrived.
+            if first {
+                check_command_line(buf)?;
+            }
             let Some(lf) = memchr::memchr(b'\n', rest) else {
                 // The line may still get a CR before its LF, hence `max + 1`.
                 if rest.len() > max + 1 {
                     return Err(FrameError::HeaderLineTooLong(max));
-                }
-                if self.head_scanned == 0 {
-                    check_command_line(buf)?;
                 }
                 return Ok(false);
             };
@@ -282,10 +285,9 @@ impl Parser {
             if line.len() > max {
                 return Err(FrameError::HeaderLineTooLong(max));
             }
-            let first = self.head_scanned == 0;
             self.head_scanned += lf + 1;
             if first {
-                check_command_line(buf)?;
+                // Checked above.
             } else if line.is_empty() {
                 return Ok(true);
             } else {

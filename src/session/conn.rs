@@ -360,10 +360,10 @@ async fn read_loop(
         buffered.set(buf.len());
         partial_since = match partial_since {
             _ if buf.is_empty() => None,
-            Some((since, parsed)) if parsed == reader.parsed => Some((since, parsed)),
+            // A paused reader's partial frame waits for us: its clock starts again.
+            Some((since, parsed)) if parsed == reader.parsed && reading => Some((since, parsed)),
             _ => Some((Instant::now(), reader.parsed)),
         };
-        // Only while reading: a paused reader's partial frame waits for us, not the client.
         let frame_deadline = partial_since
             .filter(|_| reading && reader.connected)
             .map(|(since, _)| since + config.frame_timeout());

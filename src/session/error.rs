@@ -100,7 +100,16 @@ impl SessionError {
     pub fn close_reason(&self) -> CloseReason {
         match self {
             SessionError::AuthFailed => CloseReason::Policy,
-            SessionError::Route(RouteError::QueueFull(_)) => CloseReason::Policy,
+            SessionError::Route(
+                RouteError::QueueFull(_)
+                | RouteError::MemoryHigh
+                | RouteError::TooManyQueues(_)
+                | RouteError::TooManyQueuesForConnection(_),
+            ) => CloseReason::Policy,
+            SessionError::Route(
+                RouteError::TooLargeForQueue(..) | RouteError::TooManyWords(..),
+            )
+            | SessionError::TransactionTooManyBytes(..) => CloseReason::TooBig,
             SessionError::InTransaction { source, .. } => source.close_reason(),
             _ => CloseReason::Protocol,
         }
