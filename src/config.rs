@@ -375,7 +375,7 @@ pub struct Http {
     /// pool, apart from `limits.max_connections`: stalled HTTP requests never lock
     /// STOMP clients out, nor the reverse.
     pub max_requests: usize,
-    /// Time to receive a whole request body; a connection that writes nothing for
+    /// Time to receive a whole request body; a connection that moves no byte for
     /// twice this (a response nobody reads, an idle keep-alive) is closed.
     pub body_timeout_ms: u64,
 }
@@ -522,6 +522,13 @@ impl Config {
                 });
             }
         }
+        // tokio's semaphore (queue depth) holds at most usize::MAX >> 3 permits.
+        if self.queues.max_depth > usize::MAX >> 3 {
+            return Err(ConfigError::Invalid {
+                key: "queues.max_depth",
+                reason: format!("must be at most {}", usize::MAX >> 3),
+            });
+        }
         if !self.heartbeat.grace.is_finite() || self.heartbeat.grace < 1.0 {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.grace",
@@ -656,6 +663,10 @@ mod tests {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
+        let err = Config::from_toml("[queues]\nmax_depth = 18446744073709551615\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queues.max_depth"), "{err}");
         // A body limit above the outbox budget is valid: such a message still goes out.
         let big = "[limits]\nmax_body_bytes = 33554432\n[outbox]\nmax_bytes = 1024\n";
         assert!(Config::from_toml(big).is_ok());

@@ -11,8 +11,8 @@
 //! app can be loaded from the same origin as its WebSocket. Anything else is a 404.
 //!
 //! Request headers must arrive within `limits.handshake_timeout_ms`, a publish body
-//! within `http.body_timeout_ms`, and a connection that moves no byte out for twice
-//! that (a response nobody reads, an idle keep-alive) is closed.
+//! within `http.body_timeout_ms`, and a connection that moves no byte either way for
+//! twice that (a response nobody reads, an idle keep-alive) is closed.
 //! HTTP connections have their own pool (`http.max_requests`): a WebSocket upgrade
 //! takes a STOMP connection permit (`limits.max_connections`) and is refused with 503
 //! when there is none, so stalled HTTP clients and STOMP clients never starve each
@@ -105,7 +105,7 @@ pub(crate) async fn serve(
     stream: TcpStream,
     side: Arc<HttpSide>,
 ) -> Option<(Source, Sink, Version, OwnedSemaphorePermit)> {
-    let (stream, progress) = Counted::new(stream);
+    let (stream, written, read) = Counted::with_reads(stream);
     let (tx, rx) = oneshot::channel::<Upgrade>();
     let tx = Arc::new(Mutex::new(Some(tx)));
     let service_side = side.clone();
@@ -123,14 +123,15 @@ pub(crate) async fn serve(
     // before `rx` is awaited: a connection that never upgraded then ends `rx` at once.
     let ended = {
         let mut conn = std::pin::pin!(conn);
-        // Closes a connection that writes nothing for two body timeouts: a response
-        // nobody reads, or a keep-alive connection left idle. (Two, so that a late
-        // body is still answered 408 first.)
+        // Closes a connection that moves no byte either way for two body timeouts: a
+        // response nobody reads, or a keep-alive connection left idle. (Two, so that a
+        // late body is still answered 408 first.)
+        let moved = || written.bytes().wrapping_add(read.bytes());
         let stalled = async {
-            let mut last = progress.bytes();
+            let mut last = moved();
             loop {
                 tokio::time::sleep(side.body_timeout * 2).await;
-                let now = progress.bytes();
+                let now = moved();
                 if now == last {
                     return;
                 }

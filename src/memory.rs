@@ -9,7 +9,7 @@
 //! frees memory carry on.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -21,7 +21,6 @@ use crate::metrics::Metrics;
 pub struct Memory {
     used: AtomicUsize,
     high: usize,
-    alarm: AtomicBool,
     /// Wakes publishers waiting for the alarm to clear.
     cleared: Notify,
     metrics: Arc<Metrics>,
@@ -33,7 +32,6 @@ impl Memory {
         Arc::new(Memory {
             used: AtomicUsize::new(0),
             high,
-            alarm: AtomicBool::new(false),
             cleared: Notify::new(),
             metrics,
         })
@@ -44,9 +42,10 @@ impl Memory {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Whether the alarm is raised: publishers must wait.
+    /// Whether the alarm is raised (held bytes above the watermark): publishers must
+    /// wait.
     pub fn is_high(&self) -> bool {
-        self.alarm.load(Ordering::Relaxed)
+        self.used() > self.high
     }
 
     /// Charges `n` bytes until the returned charge is dropped.
@@ -58,15 +57,18 @@ impl Memory {
         }
     }
 
+    // Each crossing of the watermark is seen by exactly one update (the one whose
+    // before and after straddle it), so the alarm is logged, counted and cleared
+    // exactly once per crossing, on any number of threads.
     fn add(&self, n: usize) {
         if n == 0 {
             return;
         }
-        let now = self.used.fetch_add(n, Ordering::Relaxed) + n;
-        if now > self.high && !self.alarm.swap(true, Ordering::Relaxed) {
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before <= self.high && before + n > self.high {
             Metrics::inc(&self.metrics.memory_alarms);
             tracing::warn!(
-                used = now,
+                used = before + n,
                 high_watermark = self.high,
                 "memory high watermark reached: publishers are paced"
             );
@@ -77,9 +79,9 @@ impl Memory {
         if n == 0 {
             return;
         }
-        let now = self.used.fetch_sub(n, Ordering::Relaxed) - n;
-        if now <= self.high && self.is_high() && self.alarm.swap(false, Ordering::Relaxed) {
-            tracing::info!(used = now, "memory back below the high watermark");
+        let before = self.used.fetch_sub(n, Ordering::Relaxed);
+        if before > self.high && before - n <= self.high {
+            tracing::info!(used = before - n, "memory back below the high watermark");
             self.cleared.notify_waiters();
         }
     }

@@ -68,6 +68,10 @@ pub struct Ticket {
 pub enum Outgoing {
     /// A complete encoded frame of the session's own (CONNECTED, RECEIPT, ERROR).
     Frame(Bytes),
+    /// An auto-ack topic delivery as one whole encoded frame, shared with every
+    /// subscriber of the same subscription id: untracked, but taken back like a
+    /// delivery when its connection ends.
+    Delivery(Bytes),
     /// A MESSAGE: per-delivery head, then the headers and body shared by every
     /// subscriber, then a NUL. Nothing is joined or copied until the writer writes it.
     Message {
@@ -91,11 +95,22 @@ impl Outgoing {
     /// Bytes this item will put on the wire, for the outbox's byte budget.
     pub fn wire_len(&self) -> usize {
         match self {
-            Outgoing::Frame(b) => b.len(),
+            Outgoing::Frame(b) | Outgoing::Delivery(b) => b.len(),
             Outgoing::Message {
                 head, tail, body, ..
             } => head.len() + tail.len() + body.len() + 1,
             Outgoing::Heartbeat(_) | Outgoing::Close(_) => 0,
+        }
+    }
+
+    /// Bytes only this item holds, for the broker's memory gauge: a delivery's body
+    /// and shared encoding belong to its message, which is charged once however many
+    /// outboxes hold it.
+    fn owned_len(&self) -> usize {
+        match self {
+            Outgoing::Frame(b) => b.len(),
+            Outgoing::Message { head, .. } => head.len(),
+            Outgoing::Delivery(_) | Outgoing::Heartbeat(_) | Outgoing::Close(_) => 0,
         }
     }
 }
@@ -111,6 +126,9 @@ struct State {
     items: VecDeque<Outgoing>,
     /// Wire bytes of `items`.
     bytes: usize,
+    /// Bytes of `items` not shared with a message ([`Outgoing::owned_len`]): what is
+    /// charged to the memory gauge.
+    owned: usize,
     /// Set when the writer is gone: pushes fail from then on.
     closed: bool,
     /// Set when a publisher waited a whole grace for room in vain; cleared once the
@@ -142,10 +160,10 @@ impl Shared {
         self.state.lock().expect("outbox lock poisoned")
     }
 
-    /// Keeps the memory charge equal to the bytes queued.
+    /// Keeps the memory charge equal to the bytes only this outbox holds.
     fn account(&self, st: &mut State) {
         if let Some(charge) = &mut st.charge {
-            charge.set(st.bytes);
+            charge.set(st.owned);
         }
     }
 
@@ -252,6 +270,7 @@ impl OutboxTx {
             return Err(item);
         }
         let was_empty = st.items.is_empty();
+        st.owned += item.owned_len();
         st.items.push_back(item);
         st.bytes += len;
         self.0.account(&mut st);
@@ -279,6 +298,7 @@ impl OutboxTx {
                 if st.items.len() < self.0.max_frames {
                     let was_empty = st.items.is_empty();
                     st.bytes += item.wire_len();
+                    st.owned += item.owned_len();
                     st.items.push_back(item);
                     self.0.account(&mut st);
                     drop(st);
@@ -338,16 +358,27 @@ impl OutboxTx {
     fn take_where(&self, mut take: impl FnMut(Option<Ticket>) -> bool) -> Vec<Ticket> {
         let mut st = self.0.lock();
         let mut tickets = Vec::new();
-        let mut bytes = st.bytes;
-        st.items.retain(|item| match item {
-            Outgoing::Message { ticket, .. } if take(*ticket) => {
+        let (mut bytes, mut owned) = (st.bytes, st.owned);
+        st.items.retain(|item| {
+            let taken = match item {
+                Outgoing::Message { ticket, .. } => take(*ticket),
+                Outgoing::Delivery(_) => take(None),
+                _ => false,
+            };
+            if taken {
                 bytes -= item.wire_len();
-                tickets.extend(*ticket);
-                false
+                owned -= item.owned_len();
+                if let Outgoing::Message {
+                    ticket: Some(t), ..
+                } = item
+                {
+                    tickets.push(*t);
+                }
             }
-            _ => true,
+            !taken
         });
         st.bytes = bytes;
+        st.owned = owned;
         self.0.account(&mut st);
         drop(st);
         if !tickets.is_empty() {
@@ -395,6 +426,7 @@ impl OutboxRx {
                 if !st.items.is_empty() {
                     std::mem::swap(&mut st.items, batch);
                     st.bytes = 0;
+                    st.owned = 0;
                     self.0.account(&mut st);
                     drop(st);
                     self.0.room.notify_waiters();
@@ -433,6 +465,7 @@ impl OutboxRx {
             let mut st = self.0.lock();
             st.closed = true;
             st.bytes = 0;
+            st.owned = 0;
             self.0.account(&mut st);
             st.starved.clear();
             std::mem::take(&mut st.items)
@@ -484,6 +517,22 @@ mod tests {
         assert_eq!(rx.close_and_drain().len(), 1);
         assert!(!tx.push(frame(b"c")).await);
         assert!(tx.try_push(frame(b"c")).is_err());
+    }
+
+    /// A shared whole-frame topic delivery is a delivery: taken back when the
+    /// connection ends (so an ERROR goes out next), left alone by UNSUBSCRIBE of
+    /// another subscription. Found in review: it was taken for a control frame.
+    #[test]
+    fn whole_frame_deliveries_are_taken_back() {
+        let (tx, mut rx) = outbox(8, 1000);
+        tx.try_push(Outgoing::Delivery(Bytes::from_static(b"MESSAGE")))
+            .unwrap();
+        tx.try_push(frame(b"RECEIPT")).unwrap();
+        assert!(tx.take_deliveries_of(7).is_empty());
+        assert_eq!(tx.take_deliveries(), Vec::new(), "untracked: no ticket");
+        let left = take(&mut rx);
+        assert_eq!(left.len(), 1);
+        assert!(matches!(&left[0], Outgoing::Frame(b) if &b[..] == b"RECEIPT"));
     }
 
     #[test]

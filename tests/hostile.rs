@@ -429,6 +429,71 @@ async fn the_memory_high_watermark_paces_then_refuses_publishers() {
     assert!((3..6).contains(&depth), "{depth}");
 }
 
+/// A message fanned out to many subscribers is held once, and the memory gauge counts
+/// it once: subscribers that barely read cannot raise the alarm for everyone by
+/// holding references to the same bodies (found in review).
+#[tokio::test]
+async fn a_fan_out_is_charged_to_memory_once() {
+    let mut cfg = config();
+    cfg.memory.high_watermark_bytes = 64 << 20;
+    cfg.queues.send_timeout_ms = 200;
+    let b = start_with(cfg).await;
+    let mut slow = Vec::new();
+    for i in 0..30 {
+        let mut c = Client::tcp_small_buffer(b.tcp()).await;
+        c.connect().await;
+        c.subscribe(&format!("s{i}"), "/topic/fan", "auto").await;
+        slow.push(c);
+    }
+    let mut p = connected(&b).await;
+    // More than the kernel's socket buffers take: most stays in the outboxes.
+    let body = "f".repeat(2 << 20);
+    for _ in 0..6 {
+        p.publish("/topic/fan", &body).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let used = b.handle.router().memory().used();
+    assert!(
+        used < 32 << 20,
+        "gauge at {used} bytes for 12 MiB of messages"
+    );
+    assert!(!b.handle.router().memory().is_high());
+    p.publish("/queue/after", "not paced").await;
+    assert_eq!(Metrics::get(&b.handle.metrics().memory_refusals), 0);
+}
+
+/// drop-oldest drops waiting messages only when that makes room: room held by
+/// unacknowledged deliveries is not theirs to free (found in review).
+#[tokio::test]
+async fn drop_oldest_drops_nothing_when_it_cannot_make_room() {
+    let mut cfg = config();
+    cfg.queues.max_bytes = 100 * 1024;
+    cfg.queues.overflow = stompbox::config::OverflowPolicy::DropOldest;
+    cfg.queues.send_timeout_ms = 200;
+    let b = start_with(cfg).await;
+    let mut consumer = connected(&b).await;
+    consumer
+        .send("SUBSCRIBE\nid:0\ndestination:/queue/held\nack:client-individual\nprefetch-count:2\nreceipt:s\n\n")
+        .await;
+    consumer.until_receipt("s").await;
+    let mut p = connected(&b).await;
+    let big = "x".repeat(40 * 1024);
+    p.publish("/queue/held", &big).await;
+    p.publish("/queue/held", &big).await;
+    consumer.expect(Command::Message).await;
+    consumer.expect(Command::Message).await;
+    p.publish("/queue/held", &"s".repeat(10 * 1024)).await;
+    assert_eq!(b.handle.router().queue_depth("/queue/held"), Some(1));
+    // 20 KiB free and 10 KiB waiting cannot make room for 40 KiB: refused, and the
+    // waiting message is still there.
+    p.send(&format!("SEND\ndestination:/queue/held\n\n{big}"))
+        .await;
+    let err = p.expect_error_and_close().await;
+    assert!(error_message(&err).contains("is full"), "{err:?}");
+    assert_eq!(b.handle.router().queue_depth("/queue/held"), Some(1));
+    assert_eq!(Metrics::get(&b.handle.metrics().overflow_drops), 0);
+}
+
 /// Finding 5: three stalled POST bodies took every connection permit, so STOMP
 /// clients were locked out; and a stalled body was never given up on.
 #[tokio::test]

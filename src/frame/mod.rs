@@ -184,6 +184,12 @@ impl Headers {
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
         self.0.retain(|(k, v)| keep(k, v));
     }
+
+    /// Gives back spare capacity (none at all when empty): for headers kept as long
+    /// as a queued message.
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {

@@ -4,7 +4,10 @@ use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 
+use std::sync::Arc;
+
 use crate::frame::{Headers, MessageParts, Version};
+use crate::memory::{Charge, Memory};
 use crate::outbox::{Outgoing, Ticket};
 
 /// One published message. Held in an `Arc`: a fan-out to 1,000 subscribers, a queue's
@@ -22,14 +25,25 @@ pub struct Message {
     /// What the broker holds for it: body, headers, names; what queue byte limits and
     /// the memory gauge count.
     pub size: usize,
+    /// Its `size` charged to the broker's memory gauge while anything holds it (a
+    /// queue, outboxes, pending acks): once, however many subscribers share it.
+    _charge: Option<Charge>,
+    /// Encodings, made on first delivery: a queued message that waits carries one
+    /// pointer for them, not their slots (most of a small message's footprint).
+    encoded: OnceLock<Box<Encoded>>,
+}
+
+/// A message's encodings, per protocol version.
+#[derive(Debug, Default)]
+struct Encoded {
     /// The encoded MESSAGE headers per protocol version, built on first use, so a
     /// publish is encoded once per version present among its subscribers. The body is
     /// not in it: it goes on the wire from `body` itself.
     tails: [OnceLock<Bytes>; 3],
-    /// Per version, the whole frame (prefix + tail) for the first auto-ack subscription
-    /// prefix seen, so that a fan-out to subscribers sharing a subscription id hands
-    /// every one the same bytes: no per-delivery join, and over WebSocket no copy
-    /// before tungstenite's own.
+    /// Per version, the whole frame (prefix + tail + body) for the first auto-ack
+    /// subscription prefix seen, so that a fan-out to subscribers sharing a
+    /// subscription id hands every one the same bytes: no per-delivery join, and over
+    /// WebSocket no copy before tungstenite's own.
     whole: [OnceLock<(Bytes, Bytes)>; 3],
 }
 
@@ -49,9 +63,19 @@ impl Message {
             destination,
             headers,
             body,
-            tails: Default::default(),
-            whole: Default::default(),
+            _charge: None,
+            encoded: OnceLock::new(),
         }
+    }
+
+    /// The same message, its size charged to `memory` for as long as it lives.
+    pub fn charged(mut self, memory: &Arc<Memory>) -> Self {
+        self._charge = Some(memory.charge(self.size));
+        self
+    }
+
+    fn encoded(&self) -> &Encoded {
+        self.encoded.get_or_init(Box::default)
     }
 
     /// The same id with nothing else: what an unacknowledged topic delivery keeps.
@@ -62,7 +86,7 @@ impl Message {
     /// An auto-ack topic delivery: the cached whole frame when `prefix` is the one
     /// cached, otherwise `prefix` before the shared tail and body.
     pub fn frame_for(&self, prefix: &Bytes, version: Version) -> Outgoing {
-        let (cached_prefix, whole) = self.whole[version.index()].get_or_init(|| {
+        let (cached_prefix, whole) = self.encoded().whole[version.index()].get_or_init(|| {
             let tail = self.tail(version);
             let mut frame =
                 BytesMut::with_capacity(prefix.len() + tail.len() + self.body.len() + 1);
@@ -73,7 +97,7 @@ impl Message {
             (prefix.clone(), frame.freeze())
         });
         if cached_prefix == prefix {
-            Outgoing::Frame(whole.clone())
+            Outgoing::Delivery(whole.clone())
         } else {
             self.delivery(prefix.clone(), version, None)
         }
@@ -91,7 +115,7 @@ impl Message {
 
     /// The encoded tail of the MESSAGE frame for subscribers speaking `version`.
     pub fn tail(&self, version: Version) -> Bytes {
-        self.tails[version.index()]
+        self.encoded().tails[version.index()]
             .get_or_init(|| {
                 MessageParts::tail(
                     &self.destination,

@@ -12,6 +12,7 @@
 //! destination has its own mutex. Nothing here awaits while holding a lock: the only
 //! await, for queue depth, happens before the queue's lock is taken.
 
+mod budget;
 mod delivery;
 mod lifecycle;
 mod message;
@@ -288,7 +289,6 @@ impl RouterInner {
             name.to_owned(),
             owner.cloned(),
             &self.config,
-            self.memory.clone(),
             Arc::downgrade(self),
         );
         queues.insert(name.to_owned(), queue.clone());
@@ -308,7 +308,7 @@ impl RouterInner {
         let reserved = self
             .queue(&dlq_name, None, None)
             .ok()
-            .and_then(|q| q.try_reserve(message.size).map(|p| (q, p)));
+            .and_then(|q| q.try_reserve(message.size, true).map(|p| (q, p)));
         let Some((dlq, permit)) = reserved else {
             Metrics::inc(&self.metrics.discarded);
             tracing::warn!(queue = %dlq_name, "dead-letter queue full or not creatable; message discarded");
@@ -323,7 +323,8 @@ impl RouterInner {
             dlq.name.clone(),
             headers,
             message.body.clone(),
-        );
+        )
+        .charged(&self.memory);
         Metrics::inc(&self.metrics.dead_letters);
         dlq.push(Arc::new(dead), permit);
     }
@@ -356,6 +357,7 @@ impl Router {
             headers,
             body,
         )
+        .charged(&self.inner.memory)
     }
 
     /// Checks that a destination name is routable without routing anything.
@@ -396,27 +398,42 @@ impl Router {
         message: Message,
         quota: Option<&Quota>,
     ) -> Result<Option<Wait>, RouteError> {
+        let reservation = self.reserve_with(&message.destination, message.size, quota, true)?;
         if self.inner.memory.is_high() {
-            self.check_destination(&message.destination)?;
             let router = self.clone();
             return Ok(Some(Box::pin(async move {
                 router.memory_room().await?;
-                router.send(message).await
+                let mut reservation = reservation;
+                reservation.fill().await?;
+                match router.commit(reservation, message) {
+                    Some(wait) => wait.await,
+                    None => Ok(()),
+                }
             })));
         }
-        let reservation = self.reserve(&message.destination, message.size, quota)?;
         Ok(self.commit(reservation, message))
     }
 
     /// Routing, step one (the only one that can fail): finds or creates the queue a
     /// message of `size` bytes to `destination` goes to (counted against `quota` when
     /// created) and takes room in it if there is any now. A transaction reserves for
-    /// all its SENDs before it applies any.
+    /// all its SENDs before it applies any; it never makes room by dropping messages
+    /// (`queues.overflow = "drop-oldest"`), so a COMMIT that fails has dropped nothing.
     pub fn reserve(
         &self,
         destination: &str,
         size: usize,
         quota: Option<&Quota>,
+    ) -> Result<Reservation, RouteError> {
+        self.reserve_with(destination, size, quota, false)
+    }
+
+    fn reserve_with(
+        &self,
+        destination: &str,
+        size: usize,
+        quota: Option<&Quota>,
+        evict: bool,
     ) -> Result<Reservation, RouteError> {
         let inner = &self.inner;
         let queue = match inner.classify(destination)? {
@@ -437,7 +454,7 @@ impl Router {
             }
         };
         queue.check_size(size)?;
-        let permit = queue.try_reserve(size);
+        let permit = queue.try_reserve(size, evict);
         Ok(Reservation::Queue {
             queue,
             permit,

@@ -1,8 +1,9 @@
 //! Queues: each message goes to exactly one consumer, round-robin among the consumers
 //! that have credit, and waits in the queue while none has.
 //!
-//! Depth and bytes are bounded by two semaphores whose permits travel with the
-//! messages (a [`Permit`], which also charges the broker-wide [`Memory`]): a permit is
+//! Depth and bytes are bounded by a semaphore and a byte budget whose permits travel
+//! with the messages (a [`Permit`]; the message itself is charged to the broker's memory
+//! gauge): a permit is
 //! taken by the producer *before* any lock (waiting up to `send_timeout` when the queue
 //! is full, which pauses only that producer's connection) and released when the message
 //! is acknowledged, written (auto-ack) or dead-lettered. With `queues.overflow =
@@ -19,19 +20,18 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::budget::{Budget, BytePermit};
 use super::{Message, RouteError, RouterInner, Subscription};
 use crate::config::OverflowPolicy;
-use crate::memory::{Charge, Memory};
 use crate::metrics::Metrics;
 use crate::outbox::Wake;
 
-/// Room for one message in a queue: one of its depth, its size in the queue's bytes,
-/// and its size in the broker's memory. Dropping it frees all three.
+/// Room for one message in a queue: one of its depth and its size in the queue's
+/// bytes. Dropping it frees both.
 #[derive(Debug)]
 pub struct Permit {
     _depth: OwnedSemaphorePermit,
-    _bytes: OwnedSemaphorePermit,
-    _memory: Charge,
+    _bytes: BytePermit,
 }
 
 #[derive(Debug)]
@@ -65,9 +65,19 @@ struct State {
     next: usize,
     /// The next message's `qseq`.
     next_qseq: u64,
+    /// Bytes (`Message::size`) of the messages in `ready`.
+    ready_bytes: usize,
     /// When the sweep first saw the queue idle, and `next_qseq` then: idle since, as
     /// long as no message has come since and no consumer came or went.
     idle_since: Option<(std::time::Instant, u64)>,
+}
+
+impl State {
+    fn pop_front(&mut self) -> Option<Ready> {
+        let r = self.ready.pop_front()?;
+        self.ready_bytes -= r.message.size;
+        Some(r)
+    }
 }
 
 /// One queue (`/queue/…`, or a connection's `/temp-queue/…`).
@@ -79,11 +89,10 @@ pub struct Queue {
     pub owner: Option<Arc<str>>,
     /// Depth permits: `queues.max_depth` in total.
     depth: Arc<Semaphore>,
-    /// Byte permits: `queues.max_bytes` in total.
-    bytes: Arc<Semaphore>,
+    /// `queues.max_bytes`.
+    bytes: Arc<Budget>,
     max_bytes: usize,
     overflow: OverflowPolicy,
-    memory: Arc<Memory>,
     state: Mutex<State>,
     /// To reach the dead-letter queue; weak so destinations don't keep the router alive.
     router: Weak<RouterInner>,
@@ -96,17 +105,15 @@ impl Queue {
         name: String,
         owner: Option<Arc<str>>,
         limits: &super::RouterConfig,
-        memory: Arc<Memory>,
         router: Weak<RouterInner>,
     ) -> Arc<Queue> {
         Arc::new_cyclic(|me| Queue {
             name,
             owner,
             depth: Arc::new(Semaphore::new(limits.max_depth)),
-            bytes: Arc::new(Semaphore::new(limits.max_bytes)),
+            bytes: Budget::new(limits.max_bytes),
             max_bytes: limits.max_bytes,
             overflow: limits.overflow,
-            memory,
             state: Mutex::new(State::default()),
             router,
             me: me.clone(),
@@ -128,16 +135,10 @@ impl Queue {
         Ok(())
     }
 
-    fn permit(
-        &self,
-        depth: OwnedSemaphorePermit,
-        bytes: OwnedSemaphorePermit,
-        size: usize,
-    ) -> Permit {
+    fn permit(depth: OwnedSemaphorePermit, bytes: BytePermit) -> Permit {
         Permit {
             _depth: depth,
             _bytes: bytes,
-            _memory: self.memory.charge(size),
         }
     }
 
@@ -146,13 +147,8 @@ impl Queue {
         self.check_size(size)?;
         let wait = async {
             let depth = self.depth.clone().acquire_owned().await.ok()?;
-            let bytes = self
-                .bytes
-                .clone()
-                .acquire_many_owned(permits(size))
-                .await
-                .ok()?;
-            Some(self.permit(depth, bytes, size))
+            let bytes = self.bytes.take(size).await;
+            Some(Self::permit(depth, bytes))
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(Some(permit)) => Ok(permit),
@@ -161,25 +157,32 @@ impl Queue {
     }
 
     /// Room for one more message of `size` bytes right now, without waiting. With the
-    /// drop-oldest policy, the oldest waiting messages make room if they can.
-    pub fn try_reserve(&self, size: usize) -> Option<Permit> {
+    /// drop-oldest policy and `evict`, the oldest waiting messages make room — only
+    /// when dropping them can make enough (room held by unacknowledged deliveries is
+    /// not theirs to free). A transaction reserves without `evict`, so a COMMIT that
+    /// fails has dropped nothing.
+    pub fn try_reserve(&self, size: usize, evict: bool) -> Option<Permit> {
         let attempt = || {
             let depth = self.depth.clone().try_acquire_owned().ok()?;
-            let bytes = self
-                .bytes
-                .clone()
-                .try_acquire_many_owned(permits(size))
-                .ok()?;
-            Some(self.permit(depth, bytes, size))
+            let bytes = self.bytes.try_take(size)?;
+            Some(Self::permit(depth, bytes))
         };
         if let Some(permit) = attempt() {
             return Some(permit);
         }
-        if self.overflow != OverflowPolicy::DropOldest || size > self.max_bytes {
+        if !evict || self.overflow != OverflowPolicy::DropOldest || size > self.max_bytes {
             return None;
         }
+        {
+            let st = self.lock();
+            let depth_possible = self.depth.available_permits() + st.ready.len() >= 1;
+            let bytes_possible = self.bytes.available() + st.ready_bytes >= size;
+            if !(depth_possible && bytes_possible) {
+                return None;
+            }
+        }
         loop {
-            let dropped = self.lock().ready.pop_front()?;
+            let dropped = self.lock().pop_front()?;
             // Its permit goes with it, outside the queue's lock.
             drop(dropped);
             if let Some(router) = self.router.upgrade() {
@@ -196,6 +199,7 @@ impl Queue {
         let mut st = self.lock();
         let qseq = st.next_qseq;
         st.next_qseq += 1;
+        st.ready_bytes += message.size;
         st.ready.push_back(Ready {
             message,
             redeliveries: 0,
@@ -283,6 +287,7 @@ impl Queue {
         // insert is at the front, O(1).
         for r in back.into_iter().rev() {
             let at = st.ready.partition_point(|x| x.qseq < r.qseq);
+            st.ready_bytes += r.message.size;
             st.ready.insert(at, r);
         }
         self.dispatch_locked(&mut st);
@@ -316,13 +321,14 @@ impl Queue {
             let idx = (st.next + offset) % n;
             st.next = (idx + 1) % n;
             let consumer = st.consumers[idx].clone();
-            let r = st.ready.pop_front().expect("checked non-empty");
+            let r = st.pop_front().expect("checked non-empty");
             let me: Weak<dyn Wake> = self.me.clone();
             if let Err(back) =
                 consumer.deliver(r.message, r.redeliveries, r.permit, r.qseq, Some(&me))
             {
                 // Lost a race with the outbox filling up (or with the consumer being
                 // detached): keep the message first in line.
+                st.ready_bytes += back.message.size;
                 st.ready.push_front(Ready {
                     message: back.message,
                     redeliveries: r.redeliveries,
@@ -343,12 +349,6 @@ impl Queue {
             }
         }
     }
-}
-
-/// Byte permits for a message of `size` bytes (sizes are bounded by the frame limits,
-/// far below `u32::MAX`).
-fn permits(size: usize) -> u32 {
-    u32::try_from(size).unwrap_or(u32::MAX)
 }
 
 impl Wake for Queue {

@@ -502,7 +502,7 @@ async fn write_loop(
         let write = async {
             for item in batch.iter() {
                 match item {
-                    Outgoing::Frame(bytes) => sink.frame(bytes).await?,
+                    Outgoing::Frame(bytes) | Outgoing::Delivery(bytes) => sink.frame(bytes).await?,
                     Outgoing::Message {
                         head,
                         tail,

@@ -369,6 +369,8 @@ impl Session {
     ) -> Result<crate::router::Message, SessionError> {
         let mut headers: Headers = frame.headers;
         headers.retain(|k, _| !RESERVED.contains(&k));
+        // It lives as long as the message: no room for the removed ones.
+        headers.shrink_to_fit();
         if let Some(reply_to) = headers.get("reply-to").map(str::to_owned) {
             let routable = self.resolve(&reply_to);
             if routable != reply_to {

@@ -171,10 +171,12 @@ impl Progress {
     }
 }
 
-/// A stream whose successful writes are recorded in a [`Progress`].
+/// A stream whose successful writes are recorded in a [`Progress`] (and, for the HTTP
+/// side's idle watch, its reads in another).
 pub struct Counted<S> {
     inner: S,
     progress: Progress,
+    reads: Option<Progress>,
 }
 
 impl<S> Counted<S> {
@@ -185,9 +187,18 @@ impl<S> Counted<S> {
             Counted {
                 inner,
                 progress: progress.clone(),
+                reads: None,
             },
             progress,
         )
+    }
+
+    /// Wraps `inner`; the returned progress counts the bytes written and read.
+    pub(crate) fn with_reads(inner: S) -> (Self, Progress, Progress) {
+        let (mut counted, writes) = Counted::new(inner);
+        let reads = Progress::default();
+        counted.reads = Some(reads.clone());
+        (counted, writes, reads)
     }
 }
 
@@ -197,7 +208,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(reads) = &self.reads {
+            reads.moved(buf.filled().len() - before);
+        }
+        r
     }
 }
 

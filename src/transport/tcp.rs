@@ -86,6 +86,15 @@ impl TcpSink {
     }
 
     pub(super) async fn flush(&mut self) -> Result<(), Error> {
+        if self.pieces.is_empty() {
+            // Only small pieces (the common case): one write from the gather buffer,
+            // whose storage is kept for the next batch.
+            if !self.small.is_empty() {
+                self.half.write_all(&self.small).await?;
+                self.small.clear();
+            }
+            return self.shrink();
+        }
         if !self.small.is_empty() {
             self.pieces.push_back(self.small.split().freeze());
         }
@@ -114,7 +123,11 @@ impl TcpSink {
                 }
             }
         }
-        // Gathered storage is reused while it is small; a burst's large buffer is freed.
+        self.shrink()
+    }
+
+    /// Gathered storage is reused while it is small; a burst's large buffer is freed.
+    fn shrink(&mut self) -> Result<(), Error> {
         if self.small.capacity() > 64 * 1024 {
             self.small = BytesMut::new();
         }
