@@ -325,6 +325,27 @@ impl Parser {
                 },
                 Some(_) => {}
             }
+            // Fast path: a whole head already buffered (the usual case) is decoded in
+            // one pass. Only a head still arriving is scanned line by line, resuming
+            // where the last read stopped; and a broken head is scanned that way too,
+            // so that its error is the one the incremental scan would report (the
+            // command is judged first), however the bytes were split.
+            if self.head_scanned == 0 {
+                match self.decode_head(buf) {
+                    Ok(Some(head)) => {
+                        self.head = Some(head);
+                        return self.take_body(buf);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let scanned = self.head_complete(buf);
+                        self.head_scanned = 0;
+                        self.head_lines = 0;
+                        scanned?;
+                        return Err(e);
+                    }
+                }
+            }
             match self.head_complete(buf) {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),

@@ -28,17 +28,20 @@ pub struct Message {
     /// Its `size` charged to the broker's memory gauge while anything holds it (a
     /// queue, outboxes, pending acks): once, however many subscribers share it.
     _charge: Option<Charge>,
-    /// Encodings, made on first delivery: a queued message that waits carries one
-    /// pointer for them, not their slots (most of a small message's footprint).
+    /// The encoded MESSAGE headers for the first protocol version it is delivered
+    /// in (usually the only one), built on first delivery. The body is not in it: it
+    /// goes on the wire from `body` itself.
+    tail: OnceLock<(Version, Bytes)>,
+    /// Encodings for other versions and whole frames, allocated only if needed: a
+    /// queued message carries one pointer for them, not their slots.
     encoded: OnceLock<Box<Encoded>>,
 }
 
 /// A message's encodings, per protocol version.
 #[derive(Debug, Default)]
 struct Encoded {
-    /// The encoded MESSAGE headers per protocol version, built on first use, so a
-    /// publish is encoded once per version present among its subscribers. The body is
-    /// not in it: it goes on the wire from `body` itself.
+    /// The encoded MESSAGE headers per protocol version after the first, so a publish
+    /// is encoded once per version present among its subscribers.
     tails: [OnceLock<Bytes>; 3],
     /// Per version, the whole frame (prefix + tail + body) for the first auto-ack
     /// subscription prefix seen, so that a fan-out to subscribers sharing a
@@ -64,6 +67,7 @@ impl Message {
             headers,
             body,
             _charge: None,
+            tail: OnceLock::new(),
             encoded: OnceLock::new(),
         }
     }
@@ -115,16 +119,21 @@ impl Message {
 
     /// The encoded tail of the MESSAGE frame for subscribers speaking `version`.
     pub fn tail(&self, version: Version) -> Bytes {
+        let encode = || {
+            MessageParts::tail(
+                &self.destination,
+                &self.id,
+                &self.headers,
+                self.body.len(),
+                version,
+            )
+        };
+        let (first, tail) = self.tail.get_or_init(|| (version, encode()));
+        if *first == version {
+            return tail.clone();
+        }
         self.encoded().tails[version.index()]
-            .get_or_init(|| {
-                MessageParts::tail(
-                    &self.destination,
-                    &self.id,
-                    &self.headers,
-                    self.body.len(),
-                    version,
-                )
-            })
+            .get_or_init(encode)
             .clone()
     }
 }

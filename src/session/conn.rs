@@ -352,6 +352,13 @@ async fn read_loop(
     // memory gauge, and it must become a frame within `limits.frame_timeout_ms`.
     let mut buffered = shared.router.memory().charge(0);
     let mut partial_since: Option<(Instant, u64)> = None;
+    // One timer for the frame deadline, armed when a partial frame first needs it and
+    // checked when it fires (then re-armed for the partial frame of the moment): under
+    // a steady stream the deadline moves with every read, and a timer per read would
+    // cost a timer-wheel registration per read.
+    let frame_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(frame_timer);
+    let mut frame_timer_armed = false;
     let mut waiting: Option<Waiting> = None;
     let connect_deadline = Instant::now() + config.connect_timeout();
     let mut last_read = Instant::now();
@@ -367,6 +374,10 @@ async fn read_loop(
         let frame_deadline = partial_since
             .filter(|_| reading && reader.connected)
             .map(|(since, _)| since + config.frame_timeout());
+        if let (Some(at), false) = (frame_deadline, frame_timer_armed) {
+            frame_timer.as_mut().reset(at);
+            frame_timer_armed = true;
+        }
         // While reading is paused, the client's silence is ours, not its.
         let deadline = if !reading {
             None
@@ -418,11 +429,16 @@ async fn read_loop(
                     )
                 })
             }
-            _ = sleep_until(frame_deadline.unwrap_or(last_read)), if frame_deadline.is_some() => {
-                Some(End::error(
-                    format!("frame not completed within {} ms", config.limits.frame_timeout_ms),
-                    CloseReason::Protocol,
-                ))
+            _ = &mut frame_timer, if frame_timer_armed => {
+                frame_timer_armed = false;
+                match frame_deadline {
+                    Some(at) if Instant::now() >= at => Some(End::error(
+                        format!("frame not completed within {} ms", config.limits.frame_timeout_ms),
+                        CloseReason::Protocol,
+                    )),
+                    // Frames completed since it was armed: re-armed above.
+                    _ => None,
+                }
             }
             _ = shared.shutdown.cancelled() => Some(shutting_down()),
             _ = kill.cancelled() => Some(slow_consumer()),
