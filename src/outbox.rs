@@ -103,14 +103,15 @@ impl Outgoing {
         }
     }
 
-    /// Bytes only this item holds, for the broker's memory gauge: a delivery's body
-    /// and shared encoding belong to its message, which is charged once however many
-    /// outboxes hold it.
+    /// Bytes only this item holds, for the broker's memory gauge: the session's own
+    /// frames. A delivery's body and shared encoding belong to its message, which is
+    /// charged once however many outboxes hold it; its own head (tens of bytes, at
+    /// most `outbox.max_frames` of them) is left out, so that a delivery costs the
+    /// gauge nothing.
     fn owned_len(&self) -> usize {
         match self {
             Outgoing::Frame(b) => b.len(),
-            Outgoing::Message { head, .. } => head.len(),
-            Outgoing::Delivery(_) | Outgoing::Heartbeat(_) | Outgoing::Close(_) => 0,
+            _ => 0,
         }
     }
 }

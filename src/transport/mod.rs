@@ -103,10 +103,7 @@ impl Sink {
     pub async fn message(&mut self, head: &Bytes, tail: &Bytes, body: &Bytes) -> Result<(), Error> {
         match self {
             Sink::Tcp(s) => {
-                s.push(head);
-                s.push(tail);
-                s.push(body);
-                s.push(&Bytes::from_static(b"\0"));
+                s.message(head, tail, body);
                 Ok(())
             }
             Sink::Ws(s) => s.message(head, tail, body).await,

@@ -74,6 +74,23 @@ const GATHER_BELOW: usize = 2048;
 const MAX_IOVECS: usize = 64;
 
 impl TcpSink {
+    /// A MESSAGE's parts and its NUL: a small one is gathered with one reservation; a
+    /// large body is queued as it is.
+    pub(super) fn message(&mut self, head: &Bytes, tail: &Bytes, body: &Bytes) {
+        if body.len() < GATHER_BELOW {
+            self.small.reserve(head.len() + tail.len() + body.len() + 1);
+            self.small.extend_from_slice(head);
+            self.small.extend_from_slice(tail);
+            self.small.extend_from_slice(body);
+            self.small.extend_from_slice(b"\0");
+        } else {
+            self.push(head);
+            self.push(tail);
+            self.push(body);
+            self.small.extend_from_slice(b"\0");
+        }
+    }
+
     pub(super) fn push(&mut self, piece: &Bytes) {
         if piece.len() < GATHER_BELOW {
             self.small.extend_from_slice(piece);
