@@ -679,4 +679,29 @@ mod tests {
         rx.wake_if_drained();
         assert!(flag.0.load(Ordering::SeqCst));
     }
+
+    /// Finding 7 of issue 9: a refused push and the waker's registration happen under
+    /// one lock, so a writer that drains right after the refusal still wakes the
+    /// destination (before, the credit check and the registration took the lock
+    /// twice, leaving a window in between).
+    #[test]
+    fn a_refused_push_registers_its_waker_under_the_same_lock() {
+        let (tx, mut rx) = outbox(2, 1000);
+        tx.try_push(frame(b"a")).unwrap();
+        tx.try_push(frame(b"b")).unwrap();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let weak: Weak<dyn Wake> = Arc::downgrade(&(flag.clone() as Arc<dyn Wake>));
+        assert!(tx.try_push_or_register(frame(b"c"), Some(&weak)).is_err());
+        // The writer drains at once: the registration is already there to be woken.
+        take(&mut rx);
+        rx.wake_if_drained();
+        assert!(flag.0.load(Ordering::SeqCst));
+        // An accepted push registers nothing.
+        let other = Arc::new(Flag(AtomicBool::new(false)));
+        let weak: Weak<dyn Wake> = Arc::downgrade(&(other.clone() as Arc<dyn Wake>));
+        tx.try_push_or_register(frame(b"d"), Some(&weak)).unwrap();
+        take(&mut rx);
+        rx.wake_if_drained();
+        assert!(!other.0.load(Ordering::SeqCst));
+    }
 }

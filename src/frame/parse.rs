@@ -747,6 +747,35 @@ mod tests {
         assert!(!range.contains(&(small.body.as_ptr() as usize)));
     }
 
+    /// Finding 6 of issue 9: a 1 MiB head (127 headers of 8,000 bytes, the default
+    /// limits) sent in 100-byte writes was re-parsed from byte 0 on every read:
+    /// ~10,500 reads of up to 1 MiB each. Linear now; the bound is ~100 times what it
+    /// takes, for a debug build on a loaded machine (the old parser needed seconds).
+    #[test]
+    fn a_one_mib_head_in_100_byte_reads_costs_linear_time() {
+        let mut head = b"SEND\ndestination:/queue/a\n".to_vec();
+        for i in 0..126 {
+            head.extend_from_slice(format!("h{i:03}:").as_bytes());
+            head.extend(std::iter::repeat_n(b'v', 7_990));
+            head.push(b'\n');
+        }
+        head.extend_from_slice(b"\nbody\0");
+        let mut p = Parser::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let mut frames = 0;
+        let start = std::time::Instant::now();
+        for chunk in head.chunks(100) {
+            buf.extend_from_slice(chunk);
+            while let Some(item) = p.parse(&mut buf).unwrap() {
+                assert!(matches!(item, Inbound::Frame(_)));
+                frames += 1;
+            }
+        }
+        let took = start.elapsed();
+        assert_eq!(frames, 1);
+        assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
+    }
+
     /// A head arriving a few bytes at a time is checked line by line as it comes and
     /// decoded once; each read looks only at the new bytes (finding 6 of issue 9).
     #[test]
