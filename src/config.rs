@@ -398,7 +398,8 @@ pub struct Memory {
     /// Bytes the broker holds for clients at most: queued messages, outboxes, open
     /// transactions and partly read frames. Above it SENDs wait (up to
     /// `queues.send_timeout_ms`) and are then refused with ERROR, as RabbitMQ's memory
-    /// alarm does; the alarm is logged and counted.
+    /// alarm does; the alarm is logged and counted. Must be larger than
+    /// `limits.max_body_bytes` (a SEND is charged while it is routed).
     pub high_watermark_bytes: usize,
 }
 
@@ -521,6 +522,17 @@ impl Config {
                     reason: "must be greater than 0".into(),
                 });
             }
+        }
+        // A SEND is charged while it is routed: one the size of the watermark could
+        // never get under it.
+        if self.memory.high_watermark_bytes <= self.limits.max_body_bytes {
+            return Err(ConfigError::Invalid {
+                key: "memory.high_watermark_bytes",
+                reason: format!(
+                    "must be larger than limits.max_body_bytes ({})",
+                    self.limits.max_body_bytes
+                ),
+            });
         }
         // tokio's semaphore (queue depth) holds at most usize::MAX >> 3 permits.
         if self.queues.max_depth > usize::MAX >> 3 {
@@ -659,6 +671,10 @@ mod tests {
         for (toml, key) in [
             ("[heartbeat]\nmin_ms = 0\n", "heartbeat.min_ms"),
             ("[limits]\nmax_held_frames = 0\n", "limits.max_held_frames"),
+            (
+                "[memory]\nhigh_watermark_bytes = 4194304\n",
+                "memory.high_watermark_bytes",
+            ),
         ] {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

@@ -71,7 +71,7 @@ pub enum Outgoing {
     /// An auto-ack topic delivery as one whole encoded frame, shared with every
     /// subscriber of the same subscription id: untracked, but taken back like a
     /// delivery when its connection ends.
-    Delivery(Bytes),
+    Delivery(Bytes, Hold),
     /// A MESSAGE: per-delivery head, then the headers and body shared by every
     /// subscriber, then a NUL. Nothing is joined or copied until the writer writes it.
     Message {
@@ -81,6 +81,8 @@ pub enum Outgoing {
         tail: Bytes,
         /// The message's body, shared with the message itself.
         body: Bytes,
+        /// Keeps the message's memory charge while the delivery waits to be written.
+        hold: Hold,
         /// Deliveries whose state the router tracks (queue deliveries, client-ack
         /// subscriptions): reported back once written, returned if never written.
         ticket: Option<Ticket>,
@@ -95,7 +97,7 @@ impl Outgoing {
     /// Bytes this item will put on the wire, for the outbox's byte budget.
     pub fn wire_len(&self) -> usize {
         match self {
-            Outgoing::Frame(b) | Outgoing::Delivery(b) => b.len(),
+            Outgoing::Frame(b) | Outgoing::Delivery(b, _) => b.len(),
             Outgoing::Message {
                 head, tail, body, ..
             } => head.len() + tail.len() + body.len() + 1,
@@ -104,10 +106,10 @@ impl Outgoing {
     }
 
     /// Bytes only this item holds, for the broker's memory gauge: the session's own
-    /// frames. A delivery's body and shared encoding belong to its message, which is
-    /// charged once however many outboxes hold it; its own head (tens of bytes, at
-    /// most `outbox.max_frames` of them) is left out, so that a delivery costs the
-    /// gauge nothing.
+    /// frames. A delivery's body and shared encoding belong to its message, charged
+    /// once through its [`Hold`] however many outboxes hold it; its own head (tens of
+    /// bytes, at most `outbox.max_frames` of them) is left out, so that a delivery
+    /// costs the gauge nothing.
     fn owned_len(&self) -> usize {
         match self {
             Outgoing::Frame(b) => b.len(),
@@ -115,6 +117,12 @@ impl Outgoing {
         }
     }
 }
+
+/// A message's memory charge, shared by the message and every delivery of it still
+/// waiting to be written: its bytes are counted once, for as long as anything holds
+/// them (a topic message is gone from the router as soon as it is fanned out, but its
+/// body lives on in the outboxes).
+pub type Hold = Option<Arc<Charge>>;
 
 /// Something to poke when an outbox it found full has room again.
 pub trait Wake: Send + Sync {
@@ -360,10 +368,11 @@ impl OutboxTx {
         let mut st = self.0.lock();
         let mut tickets = Vec::new();
         let (mut bytes, mut owned) = (st.bytes, st.owned);
+        let before = bytes;
         st.items.retain(|item| {
             let taken = match item {
                 Outgoing::Message { ticket, .. } => take(*ticket),
-                Outgoing::Delivery(_) => take(None),
+                Outgoing::Delivery(..) => take(None),
                 _ => false,
             };
             if taken {
@@ -382,7 +391,7 @@ impl OutboxTx {
         st.owned = owned;
         self.0.account(&mut st);
         drop(st);
-        if !tickets.is_empty() {
+        if bytes < before {
             // Publishers waiting for room must see it now, not at the writer's next batch.
             self.0.room.notify_waiters();
         }
@@ -526,7 +535,7 @@ mod tests {
     #[test]
     fn whole_frame_deliveries_are_taken_back() {
         let (tx, mut rx) = outbox(8, 1000);
-        tx.try_push(Outgoing::Delivery(Bytes::from_static(b"MESSAGE")))
+        tx.try_push(Outgoing::Delivery(Bytes::from_static(b"MESSAGE"), None))
             .unwrap();
         tx.try_push(frame(b"RECEIPT")).unwrap();
         assert!(tx.take_deliveries_of(7).is_empty());
@@ -575,6 +584,7 @@ mod tests {
             head: Bytes::from_static(b"h"),
             tail: Bytes::from_static(b"t"),
             body: Bytes::new(),
+            hold: None,
             ticket: Some(Ticket { sub: 1, seq: 0 }),
         })
         .unwrap();
@@ -634,6 +644,7 @@ mod tests {
             head: Bytes::from_static(b"h"),
             tail: Bytes::from_static(b"t"),
             body: Bytes::new(),
+            hold: None,
             ticket: Some(Ticket { sub: 1, seq }),
         };
         tx.try_push(msg(0)).unwrap();

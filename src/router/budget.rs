@@ -35,13 +35,26 @@ impl Budget {
         })
     }
 
+    /// Whether producers are waiting for bytes.
+    pub(super) fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
     /// Bytes free now.
     pub(super) fn available(&self) -> usize {
         self.max.saturating_sub(self.used.load(Ordering::SeqCst))
     }
 
-    /// `n` bytes now, if they are free.
+    /// `n` bytes now, if they are free and no producer is waiting for bytes: a
+    /// stream of small messages must not starve a large one that waits.
     pub(super) fn try_take(self: &Arc<Self>, n: usize) -> Option<BytePermit> {
+        if self.has_waiters() {
+            return None;
+        }
+        self.grab(n)
+    }
+
+    fn grab(self: &Arc<Self>, n: usize) -> Option<BytePermit> {
         let mut used = self.used.load(Ordering::SeqCst);
         loop {
             if used.checked_add(n).is_none_or(|total| total > self.max) {
@@ -80,7 +93,7 @@ impl Budget {
             room.as_mut().enable();
             // Registered (and counted) before looking: a release after this look sees
             // the count and wakes us; one before it left the bytes for us to see.
-            if let Some(permit) = self.try_take(n) {
+            if let Some(permit) = self.grab(n) {
                 return permit;
             }
             room.await;

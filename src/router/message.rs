@@ -7,8 +7,8 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
 use crate::frame::{Headers, MessageParts, Version};
-use crate::memory::{Charge, Memory};
-use crate::outbox::{Outgoing, Ticket};
+use crate::memory::Memory;
+use crate::outbox::{Hold, Outgoing, Ticket};
 
 /// One published message. Held in an `Arc`: a fan-out to 1,000 subscribers, a queue's
 /// backlog and a pending-ack list all point at the same allocation and the same body.
@@ -27,7 +27,7 @@ pub struct Message {
     pub size: usize,
     /// Its `size` charged to the broker's memory gauge while anything holds it (a
     /// queue, outboxes, pending acks): once, however many subscribers share it.
-    _charge: Option<Charge>,
+    hold: Hold,
     /// The encoded MESSAGE headers for the first protocol version it is delivered
     /// in (usually the only one), built on first delivery. The body is not in it: it
     /// goes on the wire from `body` itself.
@@ -66,7 +66,7 @@ impl Message {
             destination,
             headers,
             body,
-            _charge: None,
+            hold: None,
             tail: OnceLock::new(),
             encoded: OnceLock::new(),
         }
@@ -74,7 +74,7 @@ impl Message {
 
     /// The same message, its size charged to `memory` for as long as it lives.
     pub fn charged(mut self, memory: &Arc<Memory>) -> Self {
-        self._charge = Some(memory.charge(self.size));
+        self.hold = Some(Arc::new(memory.charge(self.size)));
         self
     }
 
@@ -101,7 +101,7 @@ impl Message {
             (prefix.clone(), frame.freeze())
         });
         if cached_prefix == prefix {
-            Outgoing::Delivery(whole.clone())
+            Outgoing::Delivery(whole.clone(), self.hold.clone())
         } else {
             self.delivery(prefix.clone(), version, None)
         }
@@ -113,6 +113,7 @@ impl Message {
             head,
             tail: self.tail(version),
             body: self.body.clone(),
+            hold: self.hold.clone(),
             ticket,
         }
     }

@@ -305,26 +305,22 @@ impl RouterInner {
     fn dead_letter(self: &Arc<Self>, from: &str, message: &Message) {
         let name = from.strip_prefix("/queue/").unwrap_or(from);
         let dlq_name = format!("/queue/{}{}", self.config.dead_letter_prefix, name);
-        let reserved = self
-            .queue(&dlq_name, None, None)
-            .ok()
-            .and_then(|q| q.try_reserve(message.size, true).map(|p| (q, p)));
-        let Some((dlq, permit)) = reserved else {
-            Metrics::inc(&self.metrics.discarded);
-            tracing::warn!(queue = %dlq_name, "dead-letter queue full or not creatable; message discarded");
-            return;
-        };
         let mut headers = message.headers.clone();
         if headers.get("original-destination").is_none() {
             headers.push("original-destination", message.destination.clone());
         }
-        let dead = Message::new(
-            message.id.clone(),
-            dlq.name.clone(),
-            headers,
-            message.body.clone(),
-        )
-        .charged(&self.memory);
+        // Built first, so that what is reserved is its own size.
+        let dead = Message::new(message.id.clone(), dlq_name, headers, message.body.clone());
+        let reserved = self
+            .queue(&dead.destination, None, None)
+            .ok()
+            .and_then(|q| q.try_reserve(dead.size, true).map(|p| (q, p)));
+        let Some((dlq, permit)) = reserved else {
+            Metrics::inc(&self.metrics.discarded);
+            tracing::warn!(queue = %dead.destination, "dead-letter queue full or not creatable; message discarded");
+            return;
+        };
+        let dead = dead.charged(&self.memory);
         Metrics::inc(&self.metrics.dead_letters);
         dlq.push(Arc::new(dead), permit);
     }

@@ -173,16 +173,20 @@ impl Queue {
         if !evict || self.overflow != OverflowPolicy::DropOldest || size > self.max_bytes {
             return None;
         }
-        {
-            let st = self.lock();
-            let depth_possible = self.depth.available_permits() + st.ready.len() >= 1;
-            let bytes_possible = self.bytes.available() + st.ready_bytes >= size;
-            if !(depth_possible && bytes_possible) {
-                return None;
-            }
-        }
         loop {
-            let dropped = self.lock().pop_front()?;
+            // Checked again before every drop, under the lock that takes it: a
+            // consumer may have taken ready messages meanwhile. Producers already
+            // waiting for bytes go first: no drop for a newcomer.
+            let dropped = {
+                let mut st = self.lock();
+                let depth_possible = self.depth.available_permits() + st.ready.len() >= 1;
+                let bytes_possible =
+                    !self.bytes.has_waiters() && self.bytes.available() + st.ready_bytes >= size;
+                if !(depth_possible && bytes_possible) {
+                    return None;
+                }
+                st.pop_front()?
+            };
             // Its permit goes with it, outside the queue's lock.
             drop(dropped);
             if let Some(router) = self.router.upgrade() {

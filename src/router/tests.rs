@@ -55,7 +55,7 @@ fn drain(rx: &mut OutboxRx, link: &Link) -> Vec<crate::frame::Frame> {
     }
     let mut tickets = Vec::new();
     for item in batch {
-        if let Outgoing::Delivery(whole) = &item {
+        if let Outgoing::Delivery(whole, _) = &item {
             let mut buf = bytes::BytesMut::from(&whole[..]);
             if let Some(Inbound::Frame(f)) = Parser::new(Limits::default()).parse(&mut buf).unwrap()
             {
@@ -67,6 +67,7 @@ fn drain(rx: &mut OutboxRx, link: &Link) -> Vec<crate::frame::Frame> {
             tail,
             body,
             ticket,
+            ..
         } = item
         {
             let mut buf = bytes::BytesMut::new();
@@ -452,7 +453,8 @@ async fn topic_subscribers_sharing_an_id_get_the_same_frame_bytes() {
         futures_util::FutureExt::now_or_never(rx.recv_batch(&mut batch)).unwrap();
         batch.pop_front().expect("one delivery")
     };
-    let (Outgoing::Delivery(wa), Outgoing::Delivery(wb)) = (first(&mut ra), first(&mut rb)) else {
+    let (Outgoing::Delivery(wa, _), Outgoing::Delivery(wb, _)) = (first(&mut ra), first(&mut rb))
+    else {
         panic!("auto-ack deliveries sharing a subscription id are whole frames");
     };
     // Same subscription id: one shared allocation holding the whole frame.

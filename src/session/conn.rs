@@ -518,12 +518,15 @@ async fn write_loop(
         let write = async {
             for item in batch.iter() {
                 match item {
-                    Outgoing::Frame(bytes) | Outgoing::Delivery(bytes) => sink.frame(bytes).await?,
+                    Outgoing::Frame(bytes) | Outgoing::Delivery(bytes, _) => {
+                        sink.frame(bytes).await?
+                    }
                     Outgoing::Message {
                         head,
                         tail,
                         body,
                         ticket,
+                        ..
                     } => {
                         tickets.extend(*ticket);
                         sink.message(head, tail, body).await?;

@@ -80,7 +80,10 @@ impl Session {
             .txs
             .remove(&tx)
             .ok_or_else(|| SessionError::UnknownTransaction(tx.clone()))?;
-        let prepared = self.prepare(tx, held.frames)?;
+        let Open { frames, charge } = held;
+        let prepared = self.prepare(tx, frames)?;
+        // The prepared messages are charged now: the held frames' charge goes.
+        drop(charge);
         let router = self.shared.router.clone();
         if prepared.is_ready() && !router.memory().is_high() {
             return Ok(self.apply(prepared));

@@ -77,7 +77,7 @@ impl TcpSink {
     /// A MESSAGE's parts and its NUL: a small one is gathered with one reservation; a
     /// large body is queued as it is.
     pub(super) fn message(&mut self, head: &Bytes, tail: &Bytes, body: &Bytes) {
-        if body.len() < GATHER_BELOW {
+        if tail.len() + body.len() < GATHER_BELOW {
             self.small.reserve(head.len() + tail.len() + body.len() + 1);
             self.small.extend_from_slice(head);
             self.small.extend_from_slice(tail);
