@@ -257,6 +257,9 @@ impl OutboxTx {
     }
 
     /// Queues `item` unless the outbox is full or closed; gives the item back if not.
+    // The item comes back by value to be retried or returned; boxing it would cost an
+    // allocation per delivery on the hot path.
+    #[allow(clippy::result_large_err)]
     pub fn try_push(&self, item: Outgoing) -> Result<(), Outgoing> {
         self.try_push_or_register(item, None)
     }
@@ -265,6 +268,7 @@ impl OutboxTx {
     /// drained the outbox if the item does not fit — under the same lock, so no drain
     /// can fall between the failed push and the registration (a refused push means the
     /// outbox is not empty, so the writer will drain it and wake `who`).
+    #[allow(clippy::result_large_err)]
     pub fn try_push_or_register(
         &self,
         item: Outgoing,
