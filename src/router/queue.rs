@@ -67,6 +67,8 @@ struct State {
     next_qseq: u64,
     /// Bytes (`Message::size`) of the messages in `ready`.
     ready_bytes: usize,
+    /// Where the small bodies of waiting messages are packed (`Message::compact`).
+    arena: bytes::BytesMut,
     /// When the sweep first saw the queue idle, and `next_qseq` then: idle since, as
     /// long as no message has come since and no consumer came or went.
     idle_since: Option<(std::time::Instant, u64)>,
@@ -211,6 +213,13 @@ impl Queue {
             qseq,
         });
         self.dispatch_locked(&mut st);
+        // Not delivered at once: it waits, so it should not keep its read buffer.
+        let State { ready, arena, .. } = &mut *st;
+        if let Some(r) = ready.back_mut().filter(|r| r.qseq == qseq) {
+            if let Some(m) = Arc::get_mut(&mut r.message) {
+                m.compact(arena);
+            }
+        }
     }
 
     /// Adds a consumer and gives it whatever is waiting.
@@ -289,7 +298,11 @@ impl Queue {
         let mut st = self.lock();
         // Usually everything returned is older than everything waiting: then each
         // insert is at the front, O(1).
-        for r in back.into_iter().rev() {
+        for mut r in back.into_iter().rev() {
+            // Back to wait: it should not keep its read buffer either.
+            if let Some(m) = Arc::get_mut(&mut r.message) {
+                m.compact(&mut st.arena);
+            }
             let at = st.ready.partition_point(|x| x.qseq < r.qseq);
             st.ready_bytes += r.message.size;
             st.ready.insert(at, r);
