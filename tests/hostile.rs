@@ -536,3 +536,45 @@ async fn stalled_http_requests_neither_lock_out_stomp_nor_last_forever() {
     }
     assert_eq!(b.handle.router().queue_depth("/queue/h"), None);
 }
+
+/// `http.max_requests`: HTTP connections beyond it wait for a slot (in the accept
+/// backlog) until one ends; STOMP is not affected.
+#[tokio::test]
+async fn http_connections_are_bounded_by_max_requests() {
+    let mut cfg = config();
+    cfg.http.publish = true;
+    cfg.http.max_requests = 2;
+    cfg.http.body_timeout_ms = 400;
+    let b = start_with(cfg).await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(b.handle.ws_addr).await.unwrap();
+        s.write_all(
+            b"POST /api/publish?destination=/queue/h HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab",
+        )
+        .await
+        .unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let mut third = TcpStream::connect(b.handle.ws_addr).await.unwrap();
+    third
+        .write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // Meanwhile STOMP clients get in.
+    let mut c = connected(&b).await;
+    c.publish("/queue/ok", "in").await;
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, third.read_to_end(&mut response))
+        .await
+        .expect("served once a slot freed")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 404"));
+    assert!(
+        waited >= Duration::from_millis(300),
+        "served after {waited:?}, before a slot was free"
+    );
+}
