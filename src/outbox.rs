@@ -402,8 +402,9 @@ impl OutboxTx {
         tickets
     }
 
-    /// Like [`OutboxTx::wake_when_ready`], unless the outbox is below half already:
-    /// then nothing is registered and it returns true, for the caller to look again.
+    /// Asks to be woken when the writer has drained this outbox below half, unless it
+    /// is below half already: then nothing is registered and it returns true, for the
+    /// caller to look again.
     /// Checked under the outbox's lock, so a writer that drained it just before can
     /// not leave the caller waiting for a wake-up that already happened.
     pub fn wake_when_ready_or_now(&self, who: Weak<dyn Wake>) -> bool {
@@ -413,11 +414,6 @@ impl OutboxTx {
         }
         register(&mut st, who);
         false
-    }
-
-    /// Asks to be woken when the writer has drained this outbox below half.
-    pub fn wake_when_ready(&self, who: Weak<dyn Wake>) {
-        register(&mut self.0.lock(), who);
     }
 
     /// Whether the writer has gone away.
@@ -678,7 +674,7 @@ mod tests {
         }
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let weak: Weak<dyn Wake> = Arc::downgrade(&(flag.clone() as Arc<dyn Wake>));
-        tx.wake_when_ready(weak);
+        assert!(!tx.wake_when_ready_or_now(weak), "full: registered");
         rx.wake_if_drained();
         assert!(!flag.0.load(Ordering::SeqCst), "full is not below half");
         take(&mut rx);

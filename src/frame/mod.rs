@@ -180,6 +180,11 @@ impl Headers {
         self.0.is_empty()
     }
 
+    /// Bytes of the names and values, with a separator and an EOL each.
+    pub fn byte_len(&self) -> usize {
+        self.0.iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+    }
+
     /// Keeps only the headers for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
         self.0.retain(|(k, v)| keep(k, v));
@@ -214,6 +219,12 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// What the frame costs held in memory, near enough: its headers and its body.
+    /// What held frames, transactions and memory limits count.
+    pub fn size(&self) -> usize {
+        self.headers.byte_len() + self.body.len()
+    }
+
     /// A frame with no headers and no body.
     pub fn new(command: Command) -> Self {
         Frame {

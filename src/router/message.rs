@@ -63,13 +63,7 @@ struct Encoded {
 impl Message {
     /// A message ready to route.
     pub fn new(id: String, destination: String, headers: Headers, body: Bytes) -> Self {
-        let size = body.len()
-            + id.len()
-            + destination.len()
-            + headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
+        let size = body.len() + id.len() + destination.len() + headers.byte_len();
         Message {
             size,
             id,

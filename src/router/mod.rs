@@ -708,15 +708,6 @@ impl Router {
         }
     }
 
-    /// Queues that exist now.
-    pub fn queue_count(&self) -> usize {
-        self.inner
-            .queues
-            .read()
-            .expect("router lock poisoned")
-            .len()
-    }
-
     /// The queue named `name`, if it exists (for tests and the admin side).
     pub fn queue_depth(&self, name: &str) -> Option<usize> {
         self.inner

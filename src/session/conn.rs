@@ -185,7 +185,7 @@ enum Held {
 struct Reader {
     parser: Parser,
     held: VecDeque<Held>,
-    /// Bytes of `held`, headers and bodies ([`held_size`]).
+    /// Bytes of `held`, headers and bodies ([`Frame::size`]).
     held_bytes: usize,
     max_held_frames: usize,
     max_held_bytes: usize,
@@ -231,7 +231,7 @@ impl Reader {
                     }
                     self.held.extend(receipt.map(Held::Receipt));
                 } else {
-                    self.held_bytes += held_size(&frame);
+                    self.held_bytes += frame.size();
                     self.held.push_back(Held::Frame(frame));
                 }
                 continue;
@@ -244,7 +244,7 @@ impl Reader {
                     continue;
                 }
                 Some(Held::Frame(frame)) => {
-                    self.held_bytes -= held_size(&frame);
+                    self.held_bytes -= frame.size();
                     frame
                 }
                 None => match self.next_frame(buf) {
@@ -305,16 +305,6 @@ impl Reader {
             }
         }
     }
-}
-
-/// What a held frame costs in memory, near enough: its headers and its body.
-fn held_size(frame: &Frame) -> usize {
-    let headers: usize = frame
-        .headers
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 2)
-        .sum();
-    headers + frame.body.len()
 }
 
 fn session_error(e: SessionError, receipt: Option<String>) -> End {

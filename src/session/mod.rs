@@ -532,12 +532,7 @@ impl Session {
         if held.frames.len() >= limits.max_tx_frames {
             return Err(SessionError::TransactionTooLarge(tx, limits.max_tx_frames));
         }
-        let size = frame.body.len()
-            + frame
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>();
+        let size = frame.size();
         if held.charge.bytes() + size > limits.max_tx_bytes {
             return Err(SessionError::TransactionTooManyBytes(
                 tx,

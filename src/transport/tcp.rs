@@ -110,7 +110,8 @@ impl TcpSink {
                 self.half.write_all(&self.small).await?;
                 self.small.clear();
             }
-            return self.shrink();
+            self.shrink();
+            return Ok(());
         }
         if !self.small.is_empty() {
             self.pieces.push_back(self.small.split().freeze());
@@ -140,15 +141,15 @@ impl TcpSink {
                 }
             }
         }
-        self.shrink()
+        self.shrink();
+        Ok(())
     }
 
     /// Gathered storage is reused while it is small; a burst's large buffer is freed.
-    fn shrink(&mut self) -> Result<(), Error> {
+    fn shrink(&mut self) {
         if self.small.capacity() > 64 * 1024 {
             self.small = BytesMut::new();
         }
-        Ok(())
     }
 
     pub(super) async fn close(&mut self) -> Result<(), Error> {
