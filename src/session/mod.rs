@@ -339,8 +339,10 @@ impl Session {
 
     fn send(&mut self, frame: Frame) -> Result<Flow, SessionError> {
         let destination = self.resolve(header(&frame, "destination")?);
-        self.shared.router.check_destination(&destination)?;
         if let Some(tx) = frame.headers.get("transaction") {
+            // Checked now, so that a bad destination fails the SEND, not the COMMIT;
+            // outside a transaction, routing checks it.
+            self.shared.router.check_destination(&destination)?;
             self.hold(tx.to_owned(), frame)?;
             return Ok(Flow::Continue);
         }
