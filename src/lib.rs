@@ -75,6 +75,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod router;
 pub mod session;
+pub mod store;
 pub mod transport;
 
 use std::net::SocketAddr;
