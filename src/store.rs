@@ -24,6 +24,9 @@ const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messa
 /// Queue name → queue id.
 const QUEUES: TableDefinition<&str, u64> = TableDefinition::new("queues");
 
+/// One queue's stored messages: (place in the queue, encoded record), in order.
+pub type Records = Vec<(u64, Vec<u8>)>;
+
 /// The file inside `store.data_dir`.
 pub const FILE_NAME: &str = "stompbox.redb";
 
@@ -179,7 +182,7 @@ impl Store {
     }
 
     /// Every stored message, per queue name, in queue order.
-    pub fn load(&self) -> Result<Vec<(String, Vec<(u64, Vec<u8>)>)>, StoreError> {
+    pub fn load(&self) -> Result<Vec<(String, Records)>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let queues = match txn.open_table(QUEUES) {
             Ok(t) => t,
@@ -207,19 +210,21 @@ impl Store {
     }
 }
 
+/// An op and where to answer once it is on disk.
+type Submitted = (Op, oneshot::Sender<Result<(), Arc<StoreError>>>);
+
 /// The group-commit writer: ops from every connection, applied in batches. A batch is
 /// committed when `batch` ops have gathered or `interval` has passed since its first
 /// one; each submitter is answered once its op is on disk.
 #[derive(Clone, Debug)]
 pub struct GroupCommit {
-    tx: mpsc::UnboundedSender<(Op, oneshot::Sender<Result<(), Arc<StoreError>>>)>,
+    tx: mpsc::UnboundedSender<Submitted>,
 }
 
 impl GroupCommit {
     /// Starts the writer on its own thread (commits block on fsync).
     pub fn start(store: Arc<Store>, interval: Duration, batch: usize) -> GroupCommit {
-        let (tx, mut rx) =
-            mpsc::unbounded_channel::<(Op, oneshot::Sender<Result<(), Arc<StoreError>>>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Submitted>();
         std::thread::Builder::new()
             .name("stompbox-store".into())
             .spawn(move || {

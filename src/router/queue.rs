@@ -215,10 +215,10 @@ impl Queue {
         self.dispatch_locked(&mut st);
         // Not delivered at once: it waits, so it should not keep its read buffer.
         let State { ready, arena, .. } = &mut *st;
-        if let Some(r) = ready.back_mut().filter(|r| r.qseq == qseq) {
-            if let Some(m) = Arc::get_mut(&mut r.message) {
-                m.compact(arena);
-            }
+        if let Some(r) = ready.back_mut().filter(|r| r.qseq == qseq)
+            && let Some(m) = Arc::get_mut(&mut r.message)
+        {
+            m.compact(arena);
         }
     }
 
