@@ -84,7 +84,7 @@ impl Choices<'_> {
 
     /// Sometimes a header, sometimes not.
     fn maybe(&mut self, name: &str, value: &str, out: &mut String) {
-        if self.byte().unwrap_or(0) % 4 != 0 {
+        if !self.byte().unwrap_or(0).is_multiple_of(4) {
             out.push_str(&format!("{name}:{value}\n"));
         }
     }
