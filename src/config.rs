@@ -68,6 +68,8 @@ pub struct Config {
     pub memory: Memory,
     /// The async runtime (read by the binary).
     pub runtime: Runtime,
+    /// Where persistent messages are kept.
+    pub store: Store,
 }
 
 /// `[listeners]`
@@ -234,6 +236,9 @@ pub struct Queues {
     /// An empty queue with no consumers and no producer waiting is deleted after this
     /// long unused (0 = never). Temp queues go with their connection instead.
     pub idle_delete_ms: u64,
+    /// Messages to queues are persistent (kept in the store until acknowledged) even
+    /// without `persistent:true`; `persistent:false` still opts a message out.
+    pub persistent_by_default: bool,
 }
 
 /// What a queue that is full (by depth or bytes) does with one more message.
@@ -259,6 +264,7 @@ impl Default for Queues {
             overflow: OverflowPolicy::Reject,
             max_prefetch: 1_000,
             idle_delete_ms: 300_000,
+            persistent_by_default: false,
         }
     }
 }
@@ -411,6 +417,40 @@ impl Default for Memory {
     }
 }
 
+/// `[store]`
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Store {
+    /// Directory of the store file (`stompbox.redb`), created on start. Empty: no
+    /// store, every message is kept in memory only and `persistent:true` is ignored.
+    pub data_dir: String,
+    /// How long the store writer waits for more work after the first operation of a
+    /// batch, in microseconds. 0: it commits at once whatever has gathered while the
+    /// previous commit was on disk (which is already a batch under load).
+    pub commit_interval_us: u64,
+    /// Operations (message writes, acknowledgements, redelivery counts) per commit at
+    /// most: one fsync each.
+    pub commit_batch: usize,
+    /// Persistent SENDs one connection may have waiting for their commit before it
+    /// stops reading: the receipts and messages waiting for the disk are bounded too.
+    pub max_inflight_per_connection: usize,
+    /// The store file is compacted at start when it is this many times larger than
+    /// the data it holds (and over 64 MiB).
+    pub compact_ratio: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            data_dir: "./stompbox-data".into(),
+            commit_interval_us: 0,
+            commit_batch: 1024,
+            max_inflight_per_connection: 1024,
+            compact_ratio: 4,
+        }
+    }
+}
+
 /// `[runtime]`
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -465,7 +505,13 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 27] = [
+        let positive: [(&'static str, u64); 30] = [
+            ("store.commit_batch", self.store.commit_batch as u64),
+            (
+                "store.max_inflight_per_connection",
+                self.store.max_inflight_per_connection as u64,
+            ),
+            ("store.compact_ratio", self.store.compact_ratio),
             ("limits.max_tx_bytes", self.limits.max_tx_bytes as u64),
             ("limits.frame_timeout_ms", self.limits.frame_timeout_ms),
             (

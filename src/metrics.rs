@@ -38,6 +38,14 @@ pub struct Metrics {
     pub overflow_drops: AtomicU64,
     /// Idle queues deleted after `queues.idle_delete_ms`.
     pub queues_deleted: AtomicU64,
+    /// Store write transactions committed: one fsync each.
+    pub store_commits: AtomicU64,
+    /// Store operations (message writes, deletes, redelivery counts) committed.
+    pub store_ops: AtomicU64,
+    /// Microseconds spent committing, fsync included.
+    pub store_commit_us: AtomicU64,
+    /// Persistent messages loaded from the store at start.
+    pub store_recovered: AtomicU64,
 }
 
 impl Metrics {
