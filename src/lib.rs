@@ -114,6 +114,53 @@ pub enum StartError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The store in `store.data_dir` could not be opened or read: the broker does not
+    /// start without the messages it promised to keep.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A stored message could not be read back.
+    #[error("store {path}: {source}")]
+    Record {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// What is wrong with the record.
+        source: store::RecordError,
+    },
+}
+
+/// An opened store: its writer, what it held, and its file.
+struct Opened {
+    writer: store::GroupCommit,
+    queues: Vec<store::StoredQueue>,
+    max_id: u64,
+    path: std::path::PathBuf,
+}
+
+/// Opens the store in `store.data_dir` (none when it is empty), compacting it if it
+/// needs it, and loads what it holds.
+fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Opened>, StartError> {
+    let c = &config.store;
+    if c.data_dir.is_empty() {
+        return Ok(None);
+    }
+    let mut db = store::Store::open(std::path::Path::new(&c.data_dir))?;
+    if let Some((before, after)) = db.tidy(c.compact_ratio)? {
+        tracing::info!(path = %db.path().display(), before, after, "store compacted");
+    }
+    let (queues, max_id) = db.load()?;
+    let path = db.path().to_owned();
+    let writer = store::GroupCommit::start(
+        db,
+        Duration::from_micros(c.commit_interval_us),
+        c.commit_batch,
+        metrics.clone(),
+    );
+    Ok(Some(Opened {
+        writer,
+        queues,
+        max_id,
+        path,
+    }))
 }
 
 /// Starts brokers.
@@ -134,7 +181,21 @@ impl Broker {
             source,
         })?;
         let metrics = Arc::new(Metrics::default());
-        let router = Router::new(RouterConfig::new(&config), metrics.clone());
+        let opened = open_store(&config, &metrics)?;
+        let (store, stored) = match opened {
+            Some(o) => (Some(o.writer), Some((o.queues, o.max_id, o.path))),
+            None => (None, None),
+        };
+        let router = Router::with_store(RouterConfig::new(&config), metrics.clone(), store);
+        if let Some((queues, max_id, path)) = stored {
+            let n = router
+                .recover(queues, max_id)
+                .map_err(|source| StartError::Record {
+                    path: path.clone(),
+                    source,
+                })?;
+            tracing::info!(path = %path.display(), messages = n, "store loaded");
+        }
         let limits = &config.limits;
         let ws_settings = Arc::new(WsSettings {
             path: config.listeners.ws_path.clone(),
@@ -231,6 +292,10 @@ impl BrokerHandle {
             .is_err()
         {
             tracing::warn!("some connections did not finish draining in time");
+        }
+        // Everything submitted is committed before the file is closed.
+        if let Some(store) = self.router.store() {
+            store.stop();
         }
         let m = self.router.metrics();
         tracing::info!(

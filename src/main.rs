@@ -20,6 +20,9 @@ struct Args {
     /// Override `listeners.ws` (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     ws: Option<SocketAddr>,
+    /// Override `store.data_dir` ("" keeps every message in memory only).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
     /// Print the default configuration file and exit.
     #[arg(long)]
     print_config: bool,
@@ -47,6 +50,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(addr) = args.ws {
         config.listeners.ws = addr;
+    }
+    if let Some(dir) = args.data_dir {
+        config.store.data_dir = dir;
     }
     let threads = match config.runtime.worker_threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),

@@ -37,6 +37,8 @@ pub enum CloseReason {
     Policy,
     /// A frame over a size limit (1009).
     TooBig,
+    /// The broker could not do what it must (a store write failed) (1011).
+    Internal,
 }
 
 impl CloseReason {
@@ -49,6 +51,7 @@ impl CloseReason {
             CloseReason::InvalidData => 1007,
             CloseReason::Policy => 1008,
             CloseReason::TooBig => 1009,
+            CloseReason::Internal => 1011,
         }
     }
 }
@@ -323,6 +326,26 @@ impl OutboxTx {
             }
             room.await;
         }
+    }
+
+    /// Queues the session's own frame now, whatever the outbox holds; false when the
+    /// writer is gone. For the RECEIPTs that the store's thread sends after a commit,
+    /// which cannot wait: they are bounded by `store.max_inflight_per_connection`.
+    pub fn push_now(&self, item: Outgoing) -> bool {
+        let mut st = self.0.lock();
+        if st.closed {
+            return false;
+        }
+        let was_empty = st.items.is_empty();
+        st.bytes += item.wire_len();
+        st.owned += item.owned_len();
+        st.items.push_back(item);
+        self.0.account(&mut st);
+        drop(st);
+        if was_empty {
+            self.0.writer.notify_one();
+        }
+        true
     }
 
     /// Waits until an item of `len` bytes would fit; false if the writer is gone. Call

@@ -400,7 +400,8 @@ impl Drop for LinkGuard {
     }
 }
 
-/// Settled: free the queue slots and the credit. Only a subscription whose prefetch
+/// Settled: free the queue slots and the credit, and delete the records of persistent
+/// messages. Only a subscription whose prefetch
 /// window was full can have held its queue back (a full outbox wakes the queue through
 /// the outbox), so only then is the queue asked to deliver more.
 fn settle(sub: &Arc<Subscription>, settled: Vec<Delivery>) {
@@ -408,10 +409,13 @@ fn settle(sub: &Arc<Subscription>, settled: Vec<Delivery>) {
         return;
     }
     let before = sub.release_credit(settled.len());
+    let Some(Target::Queue(queue)) = sub.target.get() else {
+        return;
+    };
+    // Persistent ones leave the store in the next batch.
+    queue.forget(settled.iter().map(|d| (&*d.message, d.qseq)));
     drop(settled);
-    if before >= sub.prefetch
-        && let Some(Target::Queue(queue)) = sub.target.get()
-    {
+    if before >= sub.prefetch {
         queue.dispatch();
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::frame::{Headers, MessageParts, Version};
 use crate::memory::Memory;
 use crate::outbox::{Hold, Outgoing, Ticket};
+use crate::store::Record;
 
 /// One published message. Held in an `Arc`: a fan-out to 1,000 subscribers, a queue's
 /// backlog and a pending-ack list all point at the same allocation and the same body.
@@ -30,6 +31,9 @@ pub struct Message {
     hold: Hold,
     /// Whether `body` has been copied out of its read buffer ([`Message::compact`]).
     compacted: bool,
+    /// Kept in the store until settled: the queue it is in writes and deletes its
+    /// record through the group commit (see `Queue`).
+    pub persistent: bool,
     /// The encoded MESSAGE headers for the first protocol version it is delivered
     /// in (usually the only one), built on first delivery. The body is not in it: it
     /// goes on the wire from `body` itself.
@@ -72,6 +76,7 @@ impl Message {
             body,
             hold: None,
             compacted: false,
+            persistent: false,
             tail: OnceLock::new(),
             encoded: OnceLock::new(),
         }
@@ -81,6 +86,36 @@ impl Message {
     pub fn charged(mut self, memory: &Arc<Memory>) -> Self {
         self.hold = Some(Arc::new(memory.charge(self.size)));
         self
+    }
+
+    /// The same message, marked persistent.
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
+        self
+    }
+
+    /// Its stored form.
+    pub fn record(&self) -> Record {
+        Record {
+            id: self.id.clone(),
+            destination: self.destination.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            expires_ms: 0,
+            deliver_at_ms: 0,
+        }
+    }
+
+    /// A persistent message read back from the store.
+    pub fn from_record(record: Record) -> Self {
+        let Record {
+            id,
+            destination,
+            headers,
+            body,
+            ..
+        } = record;
+        Message::new(id, destination, headers, body).persistent()
     }
 
     fn encoded(&self) -> &Encoded {

@@ -44,6 +44,7 @@ use crate::config::{Config, OverflowPolicy, SlowConsumerPolicy};
 use crate::frame::Headers;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
+use crate::store::{GroupCommit, Op, Record, RecordError, StoreError, StoredQueue};
 
 /// Why the router refused a SEND or SUBSCRIBE; the text becomes the ERROR `message`.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -160,6 +161,8 @@ pub struct RouterConfig {
     pub max_destination_words: usize,
     /// `limits.max_queues_per_connection`.
     pub max_queues_per_connection: usize,
+    /// `queues.persistent_by_default`.
+    pub persistent_by_default: bool,
 }
 
 impl RouterConfig {
@@ -180,6 +183,7 @@ impl RouterConfig {
             max_queues: config.limits.max_queues,
             max_destination_words: config.limits.max_destination_words,
             max_queues_per_connection: config.limits.max_queues_per_connection,
+            persistent_by_default: queues.persistent_by_default,
         }
     }
 }
@@ -196,6 +200,10 @@ pub struct RouterInner {
     /// Random per broker run, so message ids never repeat across restarts in practice.
     id_prefix: String,
     next_id: AtomicU64,
+    /// Where persistent messages go; `None` without `store.data_dir`.
+    store: Option<GroupCommit>,
+    /// The next queue id in the store.
+    next_queue_id: AtomicU64,
 }
 
 /// A cheap, cloneable handle to the router.
@@ -301,8 +309,19 @@ impl RouterInner {
     /// Moves a message that exhausted its redeliveries to `/queue/<prefix>NAME`, keeping
     /// where it came from in an `original-destination` header. A full dead-letter queue
     /// (or one that cannot be created under `limits.max_queues`) discards it, counted:
-    /// it must not block the NACK that caused it.
-    fn dead_letter(self: &Arc<Self>, from: &str, message: &Message) {
+    /// it must not block the NACK that caused it. A persistent message's move is two
+    /// operations in `ops` (its record deleted where it was, written in the dead-letter
+    /// queue), which the caller commits in one batch: never lost, never in both.
+    fn dead_letter(
+        self: &Arc<Self>,
+        from: &str,
+        message: &Message,
+        stored_at: Option<(u64, u64)>,
+        ops: &mut Vec<Op>,
+    ) {
+        if let Some((queue, seq)) = stored_at {
+            ops.push(Op::Delete { queue, seq });
+        }
         let name = from.strip_prefix("/queue/").unwrap_or(from);
         let dlq_name = format!("/queue/{}{}", self.config.dead_letter_prefix, name);
         let mut headers = message.headers.clone();
@@ -310,7 +329,8 @@ impl RouterInner {
             headers.push("original-destination", message.destination.clone());
         }
         // Built first, so that what is reserved is its own size.
-        let dead = Message::new(message.id.clone(), dlq_name, headers, message.body.clone());
+        let mut dead = Message::new(message.id.clone(), dlq_name, headers, message.body.clone());
+        dead.persistent = message.persistent;
         let reserved = self
             .queue(&dead.destination, None, None)
             .ok()
@@ -322,13 +342,30 @@ impl RouterInner {
         };
         let dead = dead.charged(&self.memory);
         Metrics::inc(&self.metrics.dead_letters);
-        dlq.push(Arc::new(dead), permit);
+        let seq = dlq.take_seq();
+        if let (true, Some(store)) = (dead.persistent, &self.store) {
+            ops.push(Op::Put {
+                queue: dlq.store_id(store, self),
+                seq,
+                record: dead.record().encode(),
+            });
+        }
+        dlq.push_at(Arc::new(dead), Some(permit), seq, 0);
     }
 }
 
 impl Router {
-    /// An empty router.
+    /// An empty router with no store: every message is kept in memory only.
     pub fn new(config: RouterConfig, metrics: Arc<Metrics>) -> Router {
+        Router::with_store(config, metrics, None)
+    }
+
+    /// An empty router keeping persistent messages in `store`.
+    pub fn with_store(
+        config: RouterConfig,
+        metrics: Arc<Metrics>,
+        store: Option<GroupCommit>,
+    ) -> Router {
         let id_prefix = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         Router {
             inner: Arc::new(RouterInner {
@@ -340,6 +377,8 @@ impl Router {
                 wildcards: RwLock::default(),
                 id_prefix,
                 next_id: AtomicU64::new(0),
+                store,
+                next_queue_id: AtomicU64::new(1),
             }),
         }
     }
@@ -354,6 +393,110 @@ impl Router {
             body,
         )
         .charged(&self.inner.memory)
+    }
+
+    /// Whether a SEND to `destination` whose `persistent` header is `header` is kept in
+    /// the store: a queue (temp queues die with their connection, topics keep
+    /// nothing), a store configured, and `persistent:true` (or
+    /// `queues.persistent_by_default` unless `persistent:false`).
+    pub fn persists(&self, destination: &str, header: Option<&str>) -> bool {
+        let wanted = match header {
+            Some(v) => v.eq_ignore_ascii_case("true"),
+            None => self.inner.config.persistent_by_default,
+        };
+        wanted && self.inner.store.is_some() && matches!(classify(destination), Ok(Kind::Queue))
+    }
+
+    /// The store's writer, if there is a store.
+    pub fn store(&self) -> Option<&GroupCommit> {
+        self.inner.store.as_ref()
+    }
+
+    /// Routing, step two, for persistent messages: writes them in one store batch and,
+    /// once it is on disk, hands each to its queue (in the order given), then runs
+    /// `done` — all on the store's thread, in submission order, so nothing is
+    /// delivered or receipted before it is on disk and one connection's messages keep
+    /// their order. A reservation without room yet, or not for a queue, is routed as
+    /// usual at once (callers pass only filled queue reservations).
+    pub fn persist(
+        &self,
+        items: Vec<(Reservation, Message)>,
+        done: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static,
+    ) {
+        let Some(store) = &self.inner.store else {
+            for (reservation, message) in items {
+                drop(self.commit(reservation, message));
+            }
+            done(Ok(()));
+            return;
+        };
+        let mut ops = Vec::with_capacity(items.len());
+        let mut held = Vec::with_capacity(items.len());
+        for (reservation, message) in items {
+            match reservation {
+                Reservation::Queue {
+                    queue,
+                    permit: Some(permit),
+                    ..
+                } => {
+                    let message = message.persistent();
+                    let seq = queue.take_seq();
+                    ops.push(Op::Put {
+                        queue: queue.store_id(store, &self.inner),
+                        seq,
+                        record: message.record().encode(),
+                    });
+                    held.push((queue, permit, seq, message));
+                }
+                other => drop(self.commit(other, message)),
+            }
+        }
+        let metrics = self.inner.metrics.clone();
+        store.submit(
+            ops,
+            Some(Box::new(move |result| {
+                if result.is_ok() {
+                    for (queue, permit, seq, message) in held {
+                        queue.push_at(Arc::new(message), Some(permit), seq, 0);
+                        Metrics::inc(&metrics.messages_in);
+                    }
+                } else {
+                    // Not on disk: not accepted. Their permits go with them.
+                    drop(held);
+                }
+                done(result);
+            })),
+        );
+    }
+
+    /// Queues again every message loaded from the store, each in its place in its
+    /// queue, marked redelivered (the broker cannot know whether a consumer saw it
+    /// before the restart) with its redelivery count. Returns how many.
+    pub fn recover(&self, queues: Vec<StoredQueue>, max_id: u64) -> Result<usize, RecordError> {
+        let inner = &self.inner;
+        inner.next_queue_id.fetch_max(max_id + 1, Ordering::Relaxed);
+        let mut n = 0;
+        for stored in queues {
+            let queue = match inner.queue(&stored.name, None, None) {
+                Ok(queue) => queue,
+                Err(e) => {
+                    // Only `limits.max_queues`, lowered below what was stored, can
+                    // refuse: say so rather than start without them.
+                    tracing::error!(queue = %stored.name, error = %e, "stored queue not loaded");
+                    continue;
+                }
+            };
+            queue.set_store_id(stored.id);
+            for m in stored.messages {
+                let message =
+                    Message::from_record(Record::decode(m.record)?).charged(&inner.memory);
+                let permit = queue.try_reserve(message.size, false);
+                queue.push_at(Arc::new(message), permit, m.seq, m.redeliveries + 1);
+                n += 1;
+            }
+        }
+        Metrics::add(&inner.metrics.store_recovered, n);
+        Ok(n)
     }
 
     /// Checks that a destination name is routable without routing anything.
@@ -422,6 +565,17 @@ impl Router {
         quota: Option<&Quota>,
     ) -> Result<Reservation, RouteError> {
         self.reserve_with(destination, size, quota, false)
+    }
+
+    /// [`Router::reserve`] for a single SEND: a full queue with the drop-oldest
+    /// policy makes room by dropping its oldest waiting messages.
+    pub fn reserve_evicting(
+        &self,
+        destination: &str,
+        size: usize,
+        quota: Option<&Quota>,
+    ) -> Result<Reservation, RouteError> {
+        self.reserve_with(destination, size, quota, true)
     }
 
     fn reserve_with(

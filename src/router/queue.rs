@@ -15,7 +15,8 @@
 //! router's sweep.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -25,6 +26,7 @@ use super::{Message, RouteError, RouterInner, Subscription};
 use crate::config::OverflowPolicy;
 use crate::metrics::Metrics;
 use crate::outbox::Wake;
+use crate::store::{GroupCommit, Op};
 
 /// Room for one message in a queue: one of its depth and its size in the queue's
 /// bytes. Dropping it frees both.
@@ -100,6 +102,9 @@ pub struct Queue {
     router: Weak<RouterInner>,
     /// Ourselves, to register for outbox wake-ups.
     me: Weak<Queue>,
+    /// The queue's id in the store, given when its first persistent message arrives
+    /// (or loaded at start).
+    store_id: OnceLock<u64>,
 }
 
 impl Queue {
@@ -119,6 +124,7 @@ impl Queue {
             state: Mutex::new(State::default()),
             router,
             me: me.clone(),
+            store_id: OnceLock::new(),
         })
     }
 
@@ -190,6 +196,7 @@ impl Queue {
                 st.pop_front()?
             };
             // Its permit goes with it, outside the queue's lock.
+            self.forget([(&*dropped.message, dropped.qseq)]);
             drop(dropped);
             if let Some(router) = self.router.upgrade() {
                 Metrics::inc(&router.metrics.overflow_drops);
@@ -204,21 +211,101 @@ impl Queue {
     pub fn push(self: &Arc<Self>, message: Arc<Message>, permit: Permit) {
         let mut st = self.lock();
         let qseq = st.next_qseq;
+        self.insert_locked(&mut st, message, Some(permit), qseq, 0);
+    }
+
+    /// Takes the next place in the queue for a message pushed later with
+    /// [`Queue::push_at`]: a persistent one, once it is on disk, keyed in the store by
+    /// this place.
+    pub(super) fn take_seq(&self) -> u64 {
+        let mut st = self.lock();
         st.next_qseq += 1;
+        st.next_qseq - 1
+    }
+
+    /// Enqueues a message at a place taken with [`Queue::take_seq`] (or loaded from
+    /// the store, with its redeliveries), and delivers what can be delivered. A
+    /// message loaded beyond the queue's limits has no permit: nothing accepted is
+    /// dropped for a limit lowered since.
+    pub(super) fn push_at(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+        permit: Option<Permit>,
+        qseq: u64,
+        redeliveries: u32,
+    ) {
+        let mut st = self.lock();
+        self.insert_locked(&mut st, message, permit, qseq, redeliveries);
+    }
+
+    fn insert_locked(
+        self: &Arc<Self>,
+        st: &mut State,
+        message: Arc<Message>,
+        permit: Option<Permit>,
+        qseq: u64,
+        redeliveries: u32,
+    ) {
+        st.next_qseq = st.next_qseq.max(qseq + 1);
         st.ready_bytes += message.size;
-        st.ready.push_back(Ready {
+        let ready = Ready {
             message,
-            redeliveries: 0,
-            permit: Some(permit),
+            redeliveries,
+            permit,
             qseq,
-        });
-        self.dispatch_locked(&mut st);
+        };
+        // Usually the newest: at the back, O(1).
+        let at = st.ready.partition_point(|x| x.qseq < qseq);
+        st.ready.insert(at, ready);
+        self.dispatch_locked(st);
         // Not delivered at once: it waits, so it should not keep its read buffer.
-        let State { ready, arena, .. } = &mut *st;
-        if let Some(r) = ready.back_mut().filter(|r| r.qseq == qseq)
+        let State { ready, arena, .. } = st;
+        let at = ready.partition_point(|x| x.qseq < qseq);
+        if let Some(r) = ready.get_mut(at).filter(|r| r.qseq == qseq)
             && let Some(m) = Arc::get_mut(&mut r.message)
         {
             m.compact(arena);
+        }
+    }
+
+    /// The queue's id in the store. The first call registers it there, inside the
+    /// initialisation, so the registration is submitted before any other thread can
+    /// see the id and submit a message under it: it is never committed after one.
+    pub(super) fn store_id(&self, store: &GroupCommit, router: &RouterInner) -> u64 {
+        *self.store_id.get_or_init(|| {
+            let id = router.next_queue_id.fetch_add(1, Ordering::Relaxed);
+            store.submit(
+                vec![Op::Queue {
+                    id,
+                    name: self.name.clone(),
+                }],
+                None,
+            );
+            id
+        })
+    }
+
+    /// Sets the id of a queue loaded from the store.
+    pub(super) fn set_store_id(&self, id: u64) {
+        let _ = self.store_id.set(id);
+    }
+
+    /// Deletes the records of these settled (or dropped) messages, as `(message,
+    /// place)`; only persistent ones have one.
+    pub(super) fn forget<'a>(&self, settled: impl IntoIterator<Item = (&'a Message, u64)>) {
+        let Some(id) = self.store_id.get() else {
+            return;
+        };
+        let ops: Vec<Op> = settled
+            .into_iter()
+            .filter(|(m, _)| m.persistent)
+            .map(|(_, seq)| Op::Delete { queue: *id, seq })
+            .collect();
+        if ops.is_empty() {
+            return;
+        }
+        if let Some(store) = self.router.upgrade().and_then(|r| r.store.clone()) {
+            store.submit(ops, None);
         }
     }
 
@@ -272,20 +359,32 @@ impl Queue {
             return;
         };
         let is_dlq = router.is_dead_letter_queue(&self.name);
+        let store_id = self.store_id.get().copied();
+        // Redelivery counts and dead-letter moves of persistent messages, in one batch.
+        let mut ops = Vec::new();
         let mut back = Vec::with_capacity(items.len());
         for item in items {
             let redeliveries = item.redeliveries + u32::from(item.seen);
+            let stored = store_id.filter(|_| item.message.persistent);
             if item.seen
                 && !is_dlq
                 && self.owner.is_none()
                 && redeliveries > router.config.max_redeliveries
             {
                 drop(item.permit);
-                router.dead_letter(&self.name, &item.message);
+                let from = stored.map(|id| (id, item.qseq));
+                router.dead_letter(&self.name, &item.message, from, &mut ops);
                 continue;
             }
             if item.seen {
                 Metrics::inc(&router.metrics.redeliveries);
+                if let Some(queue) = stored {
+                    ops.push(Op::Count {
+                        queue,
+                        seq: item.qseq,
+                        redeliveries,
+                    });
+                }
             }
             back.push(Ready {
                 message: item.message,
@@ -293,6 +392,9 @@ impl Queue {
                 permit: item.permit,
                 qseq: item.qseq,
             });
+        }
+        if let (false, Some(store)) = (ops.is_empty(), &router.store) {
+            store.submit(ops, None);
         }
         back.sort_unstable_by_key(|r| r.qseq);
         let mut st = self.lock();

@@ -238,6 +238,8 @@ impl Reader {
             }
             let frame = match self.held.pop_front() {
                 Some(Held::Receipt(id)) => {
+                    // What the ACK settled is on disk first.
+                    session.on_disk().await;
                     session
                         .reply(Frame::new(Command::Receipt).header("receipt-id", id))
                         .await;
@@ -291,7 +293,7 @@ impl Reader {
 
     fn flow(&mut self, flow: Flow, waiting: &mut Option<Waiting>) -> Option<End> {
         match flow {
-            Flow::Continue => None,
+            Flow::Continue | Flow::Deferred => None,
             Flow::Connected(version, negotiated) => {
                 self.parser.set_version(version);
                 self.recv_every = negotiated.recv;
@@ -432,6 +434,7 @@ async fn read_loop(
             }
             _ = shared.shutdown.cancelled() => Some(shutting_down()),
             _ = kill.cancelled() => Some(slow_consumer()),
+            e = session.store_failed() => Some(session_error(e, None)),
         };
         if let Some(end) = end {
             return end;

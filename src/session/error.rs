@@ -93,6 +93,9 @@ pub enum SessionError {
     /// The router refused a destination or a full queue timed out.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// A persistent message could not be written to the store: it was not accepted.
+    #[error("persistent message not stored: {0}")]
+    Store(String),
 }
 
 impl SessionError {
@@ -111,6 +114,7 @@ impl SessionError {
             )
             | SessionError::TransactionTooManyBytes(..) => CloseReason::TooBig,
             SessionError::InTransaction { source, .. } => source.close_reason(),
+            SessionError::Store(_) => CloseReason::Internal,
             _ => CloseReason::Protocol,
         }
     }

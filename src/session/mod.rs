@@ -8,6 +8,7 @@
 mod conn;
 mod error;
 pub mod heartbeat;
+mod persist;
 mod transaction;
 
 pub use conn::serve;
@@ -59,6 +60,9 @@ const RESERVED: [&str; 9] = [
 pub enum Flow {
     /// Keep reading.
     Continue,
+    /// The frame was handed to the store; its RECEIPT goes out from there after the
+    /// commit (see `persist`). Keep reading.
+    Deferred,
     /// CONNECTED was sent: switch the parser to this version and watch heart-beats.
     Connected(Version, Negotiated),
     /// DISCONNECT was handled: stop reading frames and close.
@@ -111,6 +115,8 @@ pub struct Session {
     next_key: u64,
     /// Open transactions and the frames they hold until COMMIT.
     txs: HashMap<String, transaction::Open>,
+    /// Persistent SENDs and receipted ACKs waiting for the disk.
+    inflight: Arc<persist::Inflight>,
 }
 
 /// Whether a destination is a wildcard topic subscription.
@@ -148,6 +154,7 @@ impl Session {
             subs: HashMap::new(),
             next_key: 0,
             txs: HashMap::new(),
+            inflight: Arc::default(),
         }
     }
 
@@ -175,9 +182,13 @@ impl Session {
 
     /// Sends `receipt` now, or hands it to the wait that `flow` still has to do.
     async fn receipt(&self, flow: Flow, receipt: Option<String>) -> Result<Flow, SessionError> {
-        if let Flow::Wait(mut waiting) = flow {
-            waiting.receipt = receipt;
-            return Ok(Flow::Wait(waiting));
+        match flow {
+            Flow::Wait(mut waiting) => {
+                waiting.receipt = receipt;
+                return Ok(Flow::Wait(waiting));
+            }
+            Flow::Deferred => return Ok(Flow::Continue),
+            _ => {}
         }
         // S13: the receipt follows everything the frame caused, MESSAGEs included,
         // because the router pushed those into outboxes before we got here.
@@ -217,13 +228,24 @@ impl Session {
         if self.version.is_none() && !matches!(command, Command::Connect | Command::Stomp) {
             return Err(SessionError::NotConnected(command.as_str()));
         }
+        if self.version.is_some() {
+            self.before_frame(&frame).await?;
+        }
         let receipt = frame.headers.get("receipt").map(str::to_owned);
         let flow = match command {
             Command::Connect | Command::Stomp => return self.connect(&frame).await,
             Command::Send => self.send(frame)?,
             Command::Subscribe => self.subscribe(&frame).map(|_| Flow::Continue)?,
             Command::Unsubscribe => self.unsubscribe(&frame).map(|_| Flow::Continue)?,
-            Command::Ack | Command::Nack => self.ack(frame).map(|_| Flow::Continue)?,
+            Command::Ack | Command::Nack => {
+                let in_tx = frame.headers.get("transaction").is_some();
+                self.ack(frame)?;
+                if in_tx {
+                    Flow::Continue
+                } else {
+                    self.settled_receipt(receipt.clone())
+                }
+            }
             Command::Begin => self.begin(&frame).map(|_| Flow::Continue)?,
             Command::Commit => self.commit(&frame)?,
             Command::Abort => self.abort(&frame).map(|_| Flow::Continue)?,
@@ -345,6 +367,12 @@ impl Session {
             self.shared.router.check_destination(&destination)?;
             self.hold(tx.to_owned(), frame)?;
             return Ok(Flow::Continue);
+        }
+        let router = &self.shared.router;
+        if router.persists(&destination, frame.headers.get("persistent")) {
+            let receipt = frame.headers.get("receipt").map(str::to_owned);
+            let message = self.message(destination, frame)?;
+            return self.send_persistent(message, receipt);
         }
         let message = self.message(destination, frame)?;
         Ok(
@@ -569,6 +597,11 @@ impl Session {
             .remove(tx)
             .ok_or_else(|| SessionError::UnknownTransaction(tx.to_owned()))?;
         Ok(())
+    }
+
+    /// Resolves when a persistent SEND of this connection failed to commit.
+    pub async fn store_failed(&self) -> SessionError {
+        self.inflight.failed().await
     }
 
     /// Stops deliveries to this connection (its read side has ended); what is still

@@ -28,6 +28,8 @@ enum Step {
         message: Box<Message>,
         /// 1-based position in the transaction, for the error.
         index: usize,
+        /// Kept in the store: applied after the transaction's batch is on disk.
+        persistent: bool,
     },
     Ack {
         found: AckRef,
@@ -113,6 +115,10 @@ impl Session {
             match frame.command {
                 Command::Send => {
                     let destination = self.resolve(header(&frame, "destination").map_err(fail)?);
+                    let persistent = self
+                        .shared
+                        .router
+                        .persists(&destination, frame.headers.get("persistent"));
                     let message = self.message(destination, frame).map_err(fail)?;
                     let reservation = self
                         .shared
@@ -123,6 +129,7 @@ impl Session {
                         reservation,
                         message: Box::new(message),
                         index,
+                        persistent,
                     });
                 }
                 _ => {
@@ -146,12 +153,24 @@ impl Session {
     /// SENDs may still wait for room in full subscriber outboxes (flow control); then
     /// the topic SENDs after the first one that waits are published after it, in
     /// order, and the receipt follows them all.
+    ///
+    /// Persistent SENDs are written in one store batch, together with the deletes of
+    /// what the transaction's ACKs settled, and enqueued once it is on disk; the
+    /// receipt waits for that batch.
     pub(super) fn apply(&mut self, prepared: Prepared) -> Flow {
         let router = self.shared.router.clone();
         let mut first_wait = None;
         let mut later = Vec::new();
+        let mut stored = Vec::new();
+        let mut settled = false;
         for step in prepared.steps {
             match step {
+                Step::Send {
+                    reservation,
+                    message,
+                    persistent: true,
+                    ..
+                } => stored.push((reservation, *message)),
                 Step::Send {
                     reservation: Reservation::Topic,
                     message,
@@ -170,15 +189,35 @@ impl Session {
                 // it already: the outcome is the same.
                 Step::Ack { found, nack } => {
                     self.link.settle(&found, nack);
+                    settled = true;
                 }
             }
         }
-        let Some(first_wait) = first_wait else {
+        let on_disk = router
+            .store()
+            .filter(|_| settled || !stored.is_empty())
+            .map(|_| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                router.persist(stored, move |r| {
+                    let _ = tx.send(r);
+                });
+                rx
+            });
+        if first_wait.is_none() && on_disk.is_none() {
             return Flow::Continue;
-        };
+        }
         Flow::Wait(Waiting {
             until: Box::pin(async move {
-                first_wait.await?;
+                if let Some(rx) = on_disk {
+                    match rx.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(SessionError::Store(e.to_string())),
+                        Err(_) => return Err(SessionError::Store("store writer stopped".into())),
+                    }
+                }
+                if let Some(first_wait) = first_wait {
+                    first_wait.await?;
+                }
                 for message in later {
                     if let Some(wait) = router.commit(Reservation::Topic, *message) {
                         wait.await?;

@@ -341,7 +341,9 @@ mod tests {
         }
     }
 
-    fn summary(store: &Store) -> Vec<(String, Vec<(u64, Bytes, u32)>)> {
+    type Summary = Vec<(String, Vec<(u64, Bytes, u32)>)>;
+
+    fn summary(store: &Store) -> Summary {
         let (queues, _) = store.load().unwrap();
         queues
             .into_iter()

@@ -40,6 +40,8 @@ pub fn config() -> Config {
     let mut c = Config::default();
     c.listeners.tcp = "127.0.0.1:0".parse().unwrap();
     c.listeners.ws = "127.0.0.1:0".parse().unwrap();
+    // In memory: tests that need a store give it a directory of their own.
+    c.store.data_dir = String::new();
     c
 }
 

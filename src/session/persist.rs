@@ -1,0 +1,225 @@
+//! Persistent SENDs, pipelined through the store's group commit.
+//!
+//! A persistent SEND to a queue reserves its room, is handed to the store, and the
+//! session goes on reading: its RECEIPT is sent, and the message handed to the queue,
+//! by the store's thread once the batch is on disk ([`Router::persist`]). So one
+//! producer that sends with receipts keeps many messages in one commit instead of one
+//! commit per message. Order is kept by a barrier: any other frame first waits until
+//! every persistent SEND before it is on disk, so receipts come in frame order and a
+//! later non-persistent SEND cannot overtake an earlier persistent one. At most
+//! `store.max_inflight_per_connection` may be waiting for the disk at once.
+//!
+//! ACK and NACK settle at once; with a `receipt`, the RECEIPT waits until the batch
+//! that deletes (or counts) the settled records is on disk, so a receipted ACK is
+//! never undone by a crash.
+//!
+//! A failed commit fails the connection with ERROR naming the failure: the message was
+//! not accepted.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use tokio::sync::Notify;
+
+use super::{Done, Flow, Session, SessionError, Waiting};
+use crate::frame::{Command, Frame, Version, encode};
+use crate::outbox::{OutboxTx, Outgoing};
+use crate::router::Message;
+use crate::store::StoreError;
+
+/// One connection's persistent SENDs (and receipted ACKs) waiting for the disk.
+#[derive(Debug, Default)]
+pub(super) struct Inflight {
+    count: AtomicUsize,
+    changed: Notify,
+    /// The first store failure, with the receipt id of the frame it failed.
+    failed: Mutex<Option<String>>,
+}
+
+/// One entry in [`Inflight`]; dropping it (after the commit) leaves.
+pub(super) struct Token(Arc<Inflight>);
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl Token {
+    fn fail(&self, error: &StoreError, receipt: Option<&str>) {
+        let mut failed = self.0.failed.lock().expect("inflight lock poisoned");
+        if failed.is_none() {
+            *failed = Some(match receipt {
+                Some(id) => format!("{error} (receipt {id})"),
+                None => error.to_string(),
+            });
+        }
+        drop(failed);
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl Inflight {
+    fn enter(self: &Arc<Self>) -> Token {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Token(self.clone())
+    }
+
+    fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until fewer than `n` are in flight.
+    async fn below(&self, n: usize) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.len() < n {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// The store failure, if one happened.
+    pub(super) fn failure(&self) -> Option<SessionError> {
+        let failed = self.failed.lock().expect("inflight lock poisoned");
+        failed.clone().map(SessionError::Store)
+    }
+
+    /// Resolves when a commit of this connection fails.
+    pub(super) async fn failed(&self) -> SessionError {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(e) = self.failure() {
+                return e;
+            }
+            changed.await;
+        }
+    }
+}
+
+fn receipt_frame(id: &str, version: Version) -> Outgoing {
+    let mut buf = BytesMut::new();
+    encode(
+        &Frame::new(Command::Receipt).header("receipt-id", id),
+        version,
+        &mut buf,
+    );
+    Outgoing::Frame(buf.freeze())
+}
+
+/// What the store's thread runs after the commit: the RECEIPT, or the failure.
+fn complete(
+    token: Token,
+    outbox: OutboxTx,
+    receipt: Option<String>,
+    version: Version,
+) -> impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static {
+    move |result| match result {
+        Ok(()) => {
+            if let Some(id) = receipt {
+                outbox.push_now(receipt_frame(&id, version));
+            }
+            drop(token);
+        }
+        Err(e) => token.fail(&e, receipt.as_deref()),
+    }
+}
+
+impl Session {
+    /// Whether `frame` may be handled while persistent SENDs are in flight without
+    /// waiting for them: another persistent SEND outside a transaction (it joins the
+    /// pipeline behind them).
+    fn pipelines(&self, frame: &Frame) -> bool {
+        frame.command == Command::Send
+            && frame.headers.get("transaction").is_none()
+            && frame.headers.get("destination").is_some_and(|d| {
+                self.shared
+                    .router
+                    .persists(&self.resolve(d), frame.headers.get("persistent"))
+            })
+    }
+
+    /// Before a frame: the barrier (see the module docs), and a failed commit ends the
+    /// connection.
+    pub(super) async fn before_frame(&self, frame: &Frame) -> Result<(), SessionError> {
+        if self.inflight.len() > 0 && !self.pipelines(frame) {
+            self.inflight.below(1).await;
+        }
+        match self.inflight.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// A persistent SEND outside a transaction: handed to the store now when its queue
+    /// has room ([`Flow::Deferred`]: the store's thread sends the receipt); otherwise it
+    /// waits for room like any SEND, then for its commit.
+    pub(super) fn send_persistent(
+        &mut self,
+        message: Message,
+        receipt: Option<String>,
+    ) -> Result<Flow, SessionError> {
+        let router = self.shared.router.clone();
+        let mut reservation =
+            router.reserve_evicting(&message.destination, message.size, Some(self.link.quota()))?;
+        let cap = self.shared.config.store.max_inflight_per_connection;
+        if reservation.is_ready() && !router.memory().is_high() && self.inflight.len() < cap {
+            let done = complete(
+                self.inflight.enter(),
+                self.outbox.clone(),
+                receipt,
+                self.version(),
+            );
+            router.persist(vec![(reservation, message)], done);
+            return Ok(Flow::Deferred);
+        }
+        let inflight = self.inflight.clone();
+        Ok(Flow::Wait(Waiting {
+            until: Box::pin(async move {
+                router.memory_room().await?;
+                reservation.fill().await?;
+                inflight.below(cap).await;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                router.persist(vec![(reservation, message)], move |r| {
+                    let _ = tx.send(r);
+                });
+                match rx.await {
+                    Ok(Ok(())) => Ok(Done::Sent),
+                    Ok(Err(e)) => Err(SessionError::Store(e.to_string())),
+                    Err(_) => Err(SessionError::Store("store writer stopped".into())),
+                }
+            }),
+            receipt: None,
+        }))
+    }
+
+    /// The RECEIPT of an ACK or NACK: with a store, once what it settled is on disk.
+    pub(super) fn settled_receipt(&self, receipt: Option<String>) -> Flow {
+        let (Some(id), Some(store)) = (receipt, self.shared.router.store()) else {
+            return Flow::Continue;
+        };
+        let done = complete(
+            self.inflight.enter(),
+            self.outbox.clone(),
+            Some(id),
+            self.version(),
+        );
+        store.submit(Vec::new(), Some(Box::new(done)));
+        Flow::Deferred
+    }
+
+    /// Waits until everything this connection settled or sent before is on disk (for
+    /// a receipt held while a frame waited).
+    pub(super) async fn on_disk(&self) {
+        if let Some(store) = self.shared.router.store() {
+            let _ = store.commit(Vec::new()).await;
+        }
+    }
+}
