@@ -133,17 +133,23 @@ fn complete(
 }
 
 impl Session {
-    /// Whether `frame` may be handled while persistent SENDs are in flight without
-    /// waiting for them: another persistent SEND outside a transaction (it joins the
-    /// pipeline behind them).
+    /// Whether `frame` may be handled while persistent SENDs (or receipted ACKs) are
+    /// in flight without waiting for them: another persistent SEND outside a
+    /// transaction, which joins the pipeline behind them, or an ACK or NACK outside a
+    /// transaction, which settles at once and whose receipt follows theirs.
     fn pipelines(&self, frame: &Frame) -> bool {
-        frame.command == Command::Send
-            && frame.headers.get("transaction").is_none()
-            && frame.headers.get("destination").is_some_and(|d| {
+        if frame.headers.get("transaction").is_some() {
+            return false;
+        }
+        match frame.command {
+            Command::Ack | Command::Nack => true,
+            Command::Send => frame.headers.get("destination").is_some_and(|d| {
                 self.shared
                     .router
                     .persists(&self.resolve(d), frame.headers.get("persistent"))
-            })
+            }),
+            _ => false,
+        }
     }
 
     /// Before a frame: the barrier (see the module docs), and a failed commit ends the

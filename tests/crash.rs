@@ -1,0 +1,435 @@
+//! Crash tests: the real `stompbox` binary as a child process with a data directory,
+//! killed with SIGKILL at a random moment while producers send persistent messages
+//! with receipts and a consumer acknowledges with receipts; then restarted and
+//! drained. Asserted every round:
+//!
+//! - every receipted message arrives (during the run or after the restart): loss is 0;
+//! - nothing arrives that was not sent;
+//! - a message whose ACK was receipted never comes back; a message that comes back
+//!   after being delivered is flagged `redelivered:true`;
+//! - each producer's messages arrive in its order.
+//!
+//! CI runs a few rounds (`STOMPBOX_CRASH_ROUNDS`, default 3). The long run:
+//! `STOMPBOX_CRASH_ROUNDS=100 cargo test --release --test crash -- --nocapture`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use stompbox::frame::{Command, Frame, Inbound, Limits, Parser};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+const QUEUE: &str = "/queue/crash";
+const PRODUCERS: usize = 4;
+/// Persistent SENDs a producer may have unreceipted at once.
+const WINDOW: usize = 64;
+
+/// A small pseudo-random source (xorshift), seeded from the clock and printed, so a
+/// failing round can be replayed with `STOMPBOX_CRASH_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Broker {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Broker {
+    /// Starts the binary on `port` with `dir`, without waiting for it.
+    fn spawn(dir: &Path, port: u16) -> Broker {
+        let child = Process::new(env!("CARGO_BIN_EXE_stompbox"))
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--tcp")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--ws")
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start stompbox");
+        Broker {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        }
+    }
+
+    /// Starts it and waits until it accepts connections.
+    async fn start(dir: &Path, port: u16) -> Broker {
+        let mut b = Broker::spawn(dir, port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(b.addr).await.is_ok() {
+                return b;
+            }
+            if let Some(status) = b.child.try_wait().unwrap() {
+                panic!("stompbox exited at start: {status}");
+            }
+            assert!(Instant::now() < deadline, "stompbox did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL (`Child::kill` on Unix), and wait for it to be gone.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Conn {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    buf: BytesMut,
+    parser: Parser,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Option<Conn> {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        let (read, write) = stream.into_split();
+        let mut c = Conn {
+            read,
+            write,
+            buf: BytesMut::new(),
+            parser: Parser::new(Limits {
+                max_headers: 1000,
+                max_header_line_bytes: 1 << 16,
+                max_body_bytes: 1 << 24,
+            }),
+        };
+        c.write
+            .write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
+            .await
+            .ok()?;
+        let f = c.frame().await?;
+        assert_eq!(f.command, Command::Connected, "{f:?}");
+        Some(c)
+    }
+
+    async fn frame(&mut self) -> Option<Frame> {
+        frame(&mut self.read, &mut self.buf, &mut self.parser).await
+    }
+}
+
+async fn frame(read: &mut OwnedReadHalf, buf: &mut BytesMut, parser: &mut Parser) -> Option<Frame> {
+    loop {
+        match parser.parse(buf) {
+            Ok(Some(Inbound::Frame(f))) => return Some(f),
+            Ok(Some(Inbound::Heartbeat)) => continue,
+            Ok(None) => {}
+            Err(e) => panic!("bad frame from broker: {e}"),
+        }
+        buf.reserve(16 * 1024);
+        match read.read_buf(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// What one round saw before the kill.
+#[derive(Default)]
+struct Seen {
+    /// Per producer: how many it sent, and which got a RECEIPT.
+    sent: Vec<u64>,
+    receipted: HashSet<String>,
+    /// Bodies delivered to the consumer during the run, in order.
+    delivered: Vec<String>,
+    /// Bodies whose ACK was receipted.
+    acked: HashSet<String>,
+}
+
+/// One producer: pipelined persistent SENDs with receipts (at most `WINDOW`
+/// unreceipted), until the connection dies or `limit` are sent.
+async fn produce(addr: SocketAddr, round: usize, pid: usize, limit: u64, seen: Arc<Mutex<Seen>>) {
+    let Some(conn) = Conn::open(addr).await else {
+        return;
+    };
+    let Conn {
+        mut read,
+        mut write,
+        mut buf,
+        mut parser,
+    } = conn;
+    let (credit_tx, mut credit_rx) = tokio::sync::mpsc::channel::<()>(WINDOW);
+    for _ in 0..WINDOW {
+        credit_tx.try_send(()).unwrap();
+    }
+    let reader_seen = seen.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(f) = frame(&mut read, &mut buf, &mut parser).await {
+            match f.command {
+                Command::Receipt => {
+                    let id = f.headers.get("receipt-id").unwrap().to_owned();
+                    reader_seen.lock().unwrap().receipted.insert(id);
+                    if credit_tx.send(()).await.is_err() {
+                        return;
+                    }
+                }
+                _ => panic!("producer got {f:?}"),
+            }
+        }
+    });
+    for seq in 0..limit {
+        if credit_rx.recv().await.is_none() {
+            break;
+        }
+        let body = format!("r{round}-p{pid}-{seq}");
+        // Counted before it is written: a SEND the broker may have read.
+        seen.lock().unwrap().sent[pid] = seq + 1;
+        let frame = format!(
+            "SEND\ndestination:{QUEUE}\npersistent:true\nreceipt:{body}\ncontent-type:text/plain\n\n{body}\0"
+        );
+        if write.write_all(frame.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = reader.await;
+}
+
+/// The consumer during the run: client-individual, each message ACKed with a receipt.
+async fn consume(addr: SocketAddr, seen: Arc<Mutex<Seen>>) {
+    let Some(mut c) = Conn::open(addr).await else {
+        return;
+    };
+    let sub = format!(
+        "SUBSCRIBE\nid:s\ndestination:{QUEUE}\nack:client-individual\nprefetch-count:32\n\n\0"
+    );
+    if c.write.write_all(sub.as_bytes()).await.is_err() {
+        return;
+    }
+    while let Some(f) = c.frame().await {
+        match f.command {
+            Command::Message => {
+                let body = String::from_utf8(f.body.to_vec()).unwrap();
+                let ack = f.headers.get("ack").unwrap().to_owned();
+                seen.lock().unwrap().delivered.push(body.clone());
+                let frame = format!("ACK\nid:{ack}\nreceipt:{body}\n\n\0");
+                if c.write.write_all(frame.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Command::Receipt => {
+                let id = f.headers.get("receipt-id").unwrap().to_owned();
+                seen.lock().unwrap().acked.insert(id);
+            }
+            _ => panic!("consumer got {f:?}"),
+        }
+    }
+}
+
+/// After the restart: everything in the queue, ACKed, until it stays empty.
+async fn drain(addr: SocketAddr) -> Vec<(String, bool)> {
+    let mut c = Conn::open(addr).await.expect("connect after restart");
+    let sub = format!("SUBSCRIBE\nid:d\ndestination:{QUEUE}\nack:client-individual\n\n\0");
+    c.write.write_all(sub.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let Ok(f) = tokio::time::timeout(Duration::from_millis(1500), c.frame()).await else {
+            break;
+        };
+        let f = f.expect("connection open while draining");
+        assert_eq!(f.command, Command::Message, "{f:?}");
+        let body = String::from_utf8(f.body.to_vec()).unwrap();
+        out.push((body, f.headers.get("redelivered") == Some("true")));
+        let ack = f.headers.get("ack").unwrap();
+        c.write
+            .write_all(format!("ACK\nid:{ack}\n\n\0").as_bytes())
+            .await
+            .unwrap();
+    }
+    // The ACKs are on disk before the next round kills the broker.
+    c.write
+        .write_all(b"DISCONNECT\nreceipt:bye\n\n\0")
+        .await
+        .unwrap();
+    let f = c.frame().await.expect("receipt for DISCONNECT");
+    assert_eq!(f.headers.get("receipt-id"), Some("bye"));
+    out
+}
+
+fn parse(body: &str) -> (usize, usize, u64) {
+    let mut it = body.split('-');
+    let mut num = |p: char| {
+        it.next()
+            .unwrap()
+            .trim_start_matches(p)
+            .parse::<u64>()
+            .unwrap()
+    };
+    (num('r') as usize, num('p') as usize, num('\0'))
+}
+
+/// Checks one round; returns (receipted, redelivered after the restart).
+fn check(round: usize, seen: &Seen, drained: &[(String, bool)]) -> (usize, usize) {
+    let delivered: HashSet<&str> = seen.delivered.iter().map(String::as_str).collect();
+    let mut after = HashSet::new();
+    for (body, redelivered) in drained {
+        assert!(
+            after.insert(body.as_str()),
+            "round {round}: {body} twice after the restart"
+        );
+        assert!(
+            !seen.acked.contains(body),
+            "round {round}: {body} came back although its ACK was receipted"
+        );
+        if delivered.contains(body.as_str()) {
+            assert!(
+                *redelivered,
+                "round {round}: {body} delivered again without redelivered:true"
+            );
+        }
+    }
+    let lost: Vec<&String> = seen
+        .receipted
+        .iter()
+        .filter(|b| !delivered.contains(b.as_str()) && !after.contains(b.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "round {round}: receipted messages lost: {lost:?}"
+    );
+    // Nothing invented; each producer's order kept, during the run and after.
+    for list in [
+        seen.delivered.iter().collect::<Vec<_>>(),
+        drained.iter().map(|(b, _)| b).collect(),
+    ] {
+        let mut last: BTreeMap<usize, u64> = BTreeMap::new();
+        for body in list {
+            let (r, p, seq) = parse(body);
+            assert_eq!(r, round, "round {round}: a message of round {r}: {body}");
+            assert!(
+                p < PRODUCERS && seq < seen.sent[p],
+                "round {round}: never sent: {body}"
+            );
+            if let Some(prev) = last.insert(p, seq) {
+                assert!(
+                    seq > prev,
+                    "round {round}: producer {p} out of order: {prev} then {seq}"
+                );
+            }
+        }
+    }
+    (
+        seen.receipted.len(),
+        drained.iter().filter(|(_, r)| *r).count(),
+    )
+}
+
+fn data_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stompbox-crash-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipted_persistent_messages_survive_sigkill() {
+    let rounds: usize = std::env::var("STOMPBOX_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seed = std::env::var("STOMPBOX_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    println!("crash test: {rounds} rounds, STOMPBOX_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = data_dir("sigkill");
+    let port = free_port();
+    let mut broker = Broker::start(&dir, port).await;
+    let (mut total_receipted, mut total_redelivered, mut total_acked) = (0, 0, 0);
+    for round in 0..rounds {
+        let seen = Arc::new(Mutex::new(Seen {
+            sent: vec![0; PRODUCERS],
+            ..Seen::default()
+        }));
+        let mut tasks = Vec::new();
+        for pid in 0..PRODUCERS {
+            tasks.push(tokio::spawn(produce(
+                broker.addr,
+                round,
+                pid,
+                200_000,
+                seen.clone(),
+            )));
+        }
+        // Some rounds consume (and ACK) while producing: kills land in ACK batches.
+        if round % 3 != 2 {
+            tasks.push(tokio::spawn(consume(broker.addr, seen.clone())));
+        }
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(900))).await;
+        broker.kill();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Sometimes also kill it again while it starts (recovering the file).
+        if rng.below(4) == 0 {
+            let early = Broker::spawn(&dir, port);
+            std::thread::sleep(Duration::from_millis(rng.below(60)));
+            early.kill();
+        }
+        broker = Broker::start(&dir, port).await;
+        let drained = drain(broker.addr).await;
+        let seen = seen.lock().unwrap();
+        let (receipted, redelivered) = check(round, &seen, &drained);
+        println!(
+            "round {round}: sent {:?}, receipted {receipted}, delivered during the run {}, \
+             acks receipted {}, after restart {} ({redelivered} redelivered), lost 0",
+            seen.sent,
+            seen.delivered.len(),
+            seen.acked.len(),
+            drained.len()
+        );
+        total_receipted += receipted;
+        total_redelivered += redelivered;
+        total_acked += seen.acked.len();
+    }
+    println!(
+        "crash test: {rounds} rounds, {total_receipted} receipted messages, {total_acked} receipted acks, \
+         {total_redelivered} redelivered after restarts, 0 lost"
+    );
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _: HashMap<(), ()> = HashMap::new();
+}
