@@ -239,6 +239,10 @@ pub struct Queues {
     /// Messages to queues are persistent (kept in the store until acknowledged) even
     /// without `persistent:true`; `persistent:false` still opts a message out.
     pub persistent_by_default: bool,
+    /// Queue messages expire this long after they arrive (0: never), like RabbitMQ's
+    /// `x-message-ttl`; an earlier `expires` header still wins. Expired messages go to
+    /// the dead-letter queue with `dead-letter-reason:expired`.
+    pub message_ttl_ms: u64,
 }
 
 /// What a queue that is full (by depth or bytes) does with one more message.
@@ -265,6 +269,7 @@ impl Default for Queues {
             max_prefetch: 1_000,
             idle_delete_ms: 300_000,
             persistent_by_default: false,
+            message_ttl_ms: 0,
         }
     }
 }

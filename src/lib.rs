@@ -229,6 +229,7 @@ impl Broker {
         });
         let tracker = TaskTracker::new();
         tracker.spawn(router.clone().sweep_idle_until(shutdown.clone()));
+        tracker.spawn(router.clone().schedule_until(shutdown.clone()));
         tracker.spawn(listener::accept_loop(
             tcp,
             Kind::Tcp,

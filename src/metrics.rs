@@ -44,6 +44,8 @@ pub struct Metrics {
     pub store_ops: AtomicU64,
     /// Microseconds spent committing, fsync included.
     pub store_commit_us: AtomicU64,
+    /// Queue messages that expired before delivery (dead-lettered or discarded).
+    pub expired: AtomicU64,
     /// Persistent messages loaded from the store at start.
     pub store_recovered: AtomicU64,
 }

@@ -277,3 +277,172 @@ async fn the_data_directory_is_created_on_start() {
     broker.handle.shutdown().await;
     let _ = WAIT;
 }
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Subscribes to `/queue/NAME` and its dead-letter queue; returns (live bodies,
+/// dead-lettered bodies with their reason) once `n` messages have arrived.
+async fn live_and_dead(
+    c: &mut Client,
+    name: &str,
+    n: usize,
+) -> (Vec<String>, Vec<(String, String)>) {
+    c.subscribe("s", &format!("/queue/{name}"), "auto").await;
+    c.subscribe("d", &format!("/queue/DLQ.{name}"), "auto")
+        .await;
+    let (mut live, mut dead) = (Vec::new(), Vec::new());
+    for f in take(c, n).await {
+        let body = String::from_utf8(f.body.to_vec()).unwrap();
+        match f.headers.get("subscription") {
+            Some("s") => live.push(body),
+            _ => dead.push((
+                body,
+                f.headers.get("dead-letter-reason").unwrap_or("").to_owned(),
+            )),
+        }
+    }
+    c.expect_silence(Duration::from_millis(300)).await;
+    (live, dead)
+}
+
+#[tokio::test]
+async fn expired_messages_are_never_delivered_and_go_to_the_dead_letter_queue() {
+    let broker = start_with(common::config()).await;
+    let mut p = connected(&broker).await;
+    let past = now_ms() - 1;
+    let later = now_ms() + 60_000;
+    send_all(
+        &mut p,
+        "/queue/x",
+        &format!("expires:{past}\n"),
+        &["stale".into()],
+    )
+    .await;
+    send_all(
+        &mut p,
+        "/queue/x",
+        &format!("expires:{later}\n"),
+        &["fresh".into()],
+    )
+    .await;
+    // RabbitMQ's relative form.
+    send_all(&mut p, "/queue/x", "expiration:100\n", &["short".into()]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = connected(&broker).await;
+    let (live, dead) = live_and_dead(&mut c, "x", 3).await;
+    assert_eq!(live, ["fresh"]);
+    let expired = |b: &str| (b.to_owned(), "expired".to_owned());
+    assert_eq!(dead, [expired("stale"), expired("short")]);
+    assert_eq!(
+        broker
+            .handle
+            .metrics()
+            .expired
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    broker.handle.shutdown().await;
+
+    // The queue TTL.
+    let mut config = common::config();
+    config.queues.message_ttl_ms = 100;
+    let broker = start_with(config).await;
+    let mut p = connected(&broker).await;
+    send_all(&mut p, "/queue/y", "", &["old".into()]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = connected(&broker).await;
+    let (live, dead) = live_and_dead(&mut c, "y", 1).await;
+    assert!(live.is_empty());
+    assert_eq!(dead, [expired("old")]);
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn delayed_messages_wait_in_every_dialect() {
+    let broker = start_with(common::config()).await;
+    let mut c = connected(&broker).await;
+    c.subscribe("s", "/queue/later", "auto").await;
+    let mut p = connected(&broker).await;
+    let start = now_ms();
+    let headers = [
+        "delay:600\n".to_owned(),
+        "AMQ_SCHEDULED_DELAY:400\n".to_owned(),
+        format!("_AMQ_SCHED_DELIVERY:{}\n", start + 200),
+        "\n".to_owned(),
+    ];
+    for (i, h) in headers.iter().enumerate() {
+        let h = h.trim_start_matches('\n');
+        send_all(&mut p, "/queue/later", h, &[format!("m{i}")]).await;
+    }
+    let mut arrivals = Vec::new();
+    for _ in 0..4 {
+        let f = c.expect(Command::Message).await;
+        arrivals.push((
+            String::from_utf8(f.body.to_vec()).unwrap(),
+            now_ms() - start,
+        ));
+    }
+    let order: Vec<&str> = arrivals.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(order, ["m3", "m2", "m1", "m0"], "{arrivals:?}");
+    for ((_, at), min) in arrivals.iter().zip([0, 200, 400, 600]) {
+        assert!(*at >= min, "{arrivals:?}");
+    }
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_delay_is_an_error_naming_the_header() {
+    let broker = start_with(common::config()).await;
+    let mut p = connected(&broker).await;
+    p.send("SEND\ndestination:/queue/bad\ndelay:soon\n\nx")
+        .await;
+    let e = p.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("invalid delay header \"soon\": expected milliseconds as a non-negative integer")
+    );
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn expiry_and_delay_survive_a_restart() {
+    let dir = DataDir::new("timing");
+    let broker = start_with(dir.config()).await;
+    let mut p = connected(&broker).await;
+    let start = now_ms();
+    let headers = format!("persistent:true\nexpires:{}\n", start + 300);
+    send_all(&mut p, "/queue/t", &headers, &["expiring".into()]).await;
+    send_all(
+        &mut p,
+        "/queue/t",
+        "persistent:true\ndelay:1500\n",
+        &["delayed".into()],
+    )
+    .await;
+    drop(p);
+    broker.handle.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let broker = start_with(dir.config()).await;
+    let mut c = connected(&broker).await;
+    c.subscribe("s", "/queue/t", "auto").await;
+    c.subscribe("d", "/queue/DLQ.t", "auto").await;
+    let f = c.expect(Command::Message).await;
+    assert_eq!(
+        (&f.body[..], f.headers.get("dead-letter-reason")),
+        (&b"expiring"[..], Some("expired"))
+    );
+    let f = c.expect(Command::Message).await;
+    assert_eq!(&f.body[..], b"delayed");
+    assert!(
+        now_ms() >= start + 1500,
+        "delivered {} ms early",
+        start + 1500 - now_ms()
+    );
+    broker.handle.shutdown().await;
+}

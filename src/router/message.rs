@@ -34,6 +34,11 @@ pub struct Message {
     /// Kept in the store until settled: the queue it is in writes and deletes its
     /// record through the group commit (see `Queue`).
     pub persistent: bool,
+    /// When it expires, in ms since the Unix epoch (0: never); an expired queue
+    /// message is dead-lettered instead of delivered.
+    pub expires_ms: u64,
+    /// When it may be delivered, in ms since the Unix epoch (0: at once).
+    pub deliver_at_ms: u64,
     /// The encoded MESSAGE headers for the first protocol version it is delivered
     /// in (usually the only one), built on first delivery. The body is not in it: it
     /// goes on the wire from `body` itself.
@@ -77,6 +82,8 @@ impl Message {
             hold: None,
             compacted: false,
             persistent: false,
+            expires_ms: 0,
+            deliver_at_ms: 0,
             tail: OnceLock::new(),
             encoded: OnceLock::new(),
         }
@@ -101,8 +108,8 @@ impl Message {
             destination: self.destination.clone(),
             headers: self.headers.clone(),
             body: self.body.clone(),
-            expires_ms: 0,
-            deliver_at_ms: 0,
+            expires_ms: self.expires_ms,
+            deliver_at_ms: self.deliver_at_ms,
         }
     }
 
@@ -113,9 +120,13 @@ impl Message {
             destination,
             headers,
             body,
-            ..
+            expires_ms,
+            deliver_at_ms,
         } = record;
-        Message::new(id, destination, headers, body).persistent()
+        let mut m = Message::new(id, destination, headers, body).persistent();
+        m.expires_ms = expires_ms;
+        m.deliver_at_ms = deliver_at_ms;
+        m
     }
 
     fn encoded(&self) -> &Encoded {

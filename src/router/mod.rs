@@ -18,6 +18,7 @@ mod lifecycle;
 mod message;
 mod pattern;
 mod queue;
+mod schedule;
 mod sublist;
 mod subscription;
 mod topic;
@@ -27,6 +28,7 @@ pub use lifecycle::Quota;
 pub use message::Message;
 pub use pattern::Pattern;
 pub use queue::{Permit, Queue};
+pub use schedule::now_ms;
 pub use sublist::Sublist;
 pub use subscription::{AckMode, Subscription, Undelivered};
 pub use topic::Topic;
@@ -204,6 +206,8 @@ pub struct RouterInner {
     store: Option<GroupCommit>,
     /// The next queue id in the store.
     next_queue_id: AtomicU64,
+    /// When to release delayed messages.
+    schedule: schedule::Schedule,
 }
 
 /// A cheap, cloneable handle to the router.
@@ -318,6 +322,7 @@ impl RouterInner {
         message: &Message,
         stored_at: Option<(u64, u64)>,
         ops: &mut Vec<Op>,
+        reason: Option<&str>,
     ) {
         if let Some((queue, seq)) = stored_at {
             ops.push(Op::Delete { queue, seq });
@@ -327,6 +332,11 @@ impl RouterInner {
         let mut headers = message.headers.clone();
         if headers.get("original-destination").is_none() {
             headers.push("original-destination", message.destination.clone());
+        }
+        if let Some(reason) = reason {
+            if !headers.set_first("dead-letter-reason", reason.to_owned()) {
+                headers.push("dead-letter-reason", reason);
+            }
         }
         // Built first, so that what is reserved is its own size.
         let mut dead = Message::new(message.id.clone(), dlq_name, headers, message.body.clone());
@@ -379,6 +389,7 @@ impl Router {
                 next_id: AtomicU64::new(0),
                 store,
                 next_queue_id: AtomicU64::new(1),
+                schedule: schedule::Schedule::default(),
             }),
         }
     }
@@ -860,6 +871,11 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Releases delayed messages when they are due, until `stop`.
+    pub async fn schedule_until(self, stop: tokio_util::sync::CancellationToken) {
+        self.inner.schedule.run(stop).await;
     }
 
     /// The queue named `name`, if it exists (for tests and the admin side).

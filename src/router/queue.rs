@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::budget::{Budget, BytePermit};
+use super::schedule::now_ms;
 use super::{Message, RouteError, RouterInner, Subscription};
 use crate::config::OverflowPolicy;
 use crate::metrics::Metrics;
@@ -74,6 +75,12 @@ struct State {
     /// When the sweep first saw the queue idle, and `next_qseq` then: idle since, as
     /// long as no message has come since and no consumer came or went.
     idle_since: Option<(std::time::Instant, u64)>,
+    /// Messages not to be delivered before a time (`delay`), by (due time, place).
+    /// They hold their permits: they count in the queue's depth and bytes.
+    delayed: std::collections::BTreeMap<(u64, u64), Ready>,
+    /// Expired messages found while dispatching, dead-lettered once the lock is
+    /// released (dead-lettering takes other locks).
+    expired: Vec<Ready>,
 }
 
 impl State {
@@ -212,6 +219,7 @@ impl Queue {
         let mut st = self.lock();
         let qseq = st.next_qseq;
         self.insert_locked(&mut st, message, Some(permit), qseq, 0);
+        self.unlock(st);
     }
 
     /// Takes the next place in the queue for a message pushed later with
@@ -236,6 +244,7 @@ impl Queue {
     ) {
         let mut st = self.lock();
         self.insert_locked(&mut st, message, permit, qseq, redeliveries);
+        self.unlock(st);
     }
 
     fn insert_locked(
@@ -247,13 +256,21 @@ impl Queue {
         redeliveries: u32,
     ) {
         st.next_qseq = st.next_qseq.max(qseq + 1);
-        st.ready_bytes += message.size;
+        let at = message.deliver_at_ms;
         let ready = Ready {
             message,
             redeliveries,
             permit,
             qseq,
         };
+        if at > 0 && at > now_ms() {
+            st.delayed.insert((at, qseq), ready);
+            if let Some(router) = self.router.upgrade() {
+                router.schedule.add(at, self.me.clone());
+            }
+            return;
+        }
+        st.ready_bytes += ready.message.size;
         // Usually the newest: at the back, O(1).
         let at = st.ready.partition_point(|x| x.qseq < qseq);
         st.ready.insert(at, ready);
@@ -315,6 +332,7 @@ impl Queue {
         st.consumers.push(sub);
         st.idle_since = None;
         self.dispatch_locked(&mut st);
+        self.unlock(st);
     }
 
     /// Removes a consumer. Its deliveries are the link's to settle or return.
@@ -373,7 +391,7 @@ impl Queue {
             {
                 drop(item.permit);
                 let from = stored.map(|id| (id, item.qseq));
-                router.dead_letter(&self.name, &item.message, from, &mut ops);
+                router.dead_letter(&self.name, &item.message, from, &mut ops, None);
                 continue;
             }
             if item.seen {
@@ -410,15 +428,70 @@ impl Queue {
             st.ready.insert(at, r);
         }
         self.dispatch_locked(&mut st);
+        self.unlock(st);
     }
 
     /// Delivers what can be delivered (after credit was freed elsewhere).
     pub fn dispatch(self: &Arc<Self>) {
         let mut st = self.lock();
         self.dispatch_locked(&mut st);
+        self.unlock(st);
+    }
+
+    /// Moves the delayed messages due by `now` (ms since the epoch) into the queue, in
+    /// their places, and delivers what can be delivered.
+    pub(super) fn release_due(self: &Arc<Self>, now: u64) {
+        let mut st = self.lock();
+        let later = st.delayed.split_off(&(now + 1, 0));
+        let due = std::mem::replace(&mut st.delayed, later);
+        for (_, r) in due {
+            let at = st.ready.partition_point(|x| x.qseq < r.qseq);
+            st.ready_bytes += r.message.size;
+            st.ready.insert(at, r);
+        }
+        if let (Some(((next, _), _)), Some(router)) =
+            (st.delayed.first_key_value(), self.router.upgrade())
+        {
+            router.schedule.add(*next, self.me.clone());
+        }
+        self.dispatch_locked(&mut st);
+        self.unlock(st);
+    }
+
+    /// Releases the lock, then dead-letters what dispatching found expired: with
+    /// `dead-letter-reason:expired`, or discarded from a dead-letter or temp queue.
+    fn unlock(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
+        if st.expired.is_empty() {
+            return;
+        }
+        let expired = std::mem::take(&mut st.expired);
+        drop(st);
+        let Some(router) = self.router.upgrade() else {
+            return;
+        };
+        let is_dlq = router.is_dead_letter_queue(&self.name);
+        let store_id = self.store_id.get().copied();
+        let mut ops = Vec::new();
+        for r in expired {
+            Metrics::inc(&router.metrics.expired);
+            drop(r.permit);
+            let stored = store_id
+                .filter(|_| r.message.persistent)
+                .map(|id| (id, r.qseq));
+            if is_dlq || self.owner.is_some() {
+                ops.extend(stored.map(|(queue, seq)| Op::Delete { queue, seq }));
+                Metrics::inc(&router.metrics.discarded);
+                continue;
+            }
+            router.dead_letter(&self.name, &r.message, stored, &mut ops, Some("expired"));
+        }
+        if let (false, Some(store)) = (ops.is_empty(), &router.store) {
+            store.submit(ops, None);
+        }
     }
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
+        let mut now = None;
         while !st.ready.is_empty() {
             let n = st.consumers.len();
             let Some(offset) = (0..n).find(|i| st.consumers[(st.next + i) % n].has_credit()) else {
@@ -441,6 +514,14 @@ impl Queue {
             st.next = (idx + 1) % n;
             let consumer = st.consumers[idx].clone();
             let r = st.pop_front().expect("checked non-empty");
+            let expires = r.message.expires_ms;
+            if expires != 0 && expires <= *now.get_or_insert_with(now_ms) {
+                // Never delivered: dead-lettered once the lock is released. The
+                // cursor goes back: this consumer did not get a message.
+                st.next = idx;
+                st.expired.push(r);
+                continue;
+            }
             let me: Weak<dyn Wake> = self.me.clone();
             if let Err(back) =
                 consumer.deliver(r.message, r.redeliveries, r.permit, r.qseq, Some(&me))

@@ -93,6 +93,14 @@ pub enum SessionError {
     /// The router refused a destination or a full queue timed out.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// An expiry or delay header that is not a time.
+    #[error("invalid {header} header {value:?}: expected milliseconds as a non-negative integer")]
+    BadHeader {
+        /// The header.
+        header: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// A persistent message could not be written to the store: it was not accepted.
     #[error("persistent message not stored: {0}")]
     Store(String),

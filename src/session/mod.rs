@@ -9,6 +9,7 @@ mod conn;
 mod error;
 pub mod heartbeat;
 mod persist;
+mod timing;
 mod transaction;
 
 pub use conn::serve;
@@ -410,7 +411,16 @@ impl Session {
                 headers.set_first("reply-to", routable);
             }
         }
-        Ok(self.shared.router.message(destination, headers, frame.body))
+        let (expires_ms, deliver_at_ms) = if destination.starts_with("/queue/") {
+            let ttl = self.shared.config.queues.message_ttl_ms;
+            timing::timing(&headers, crate::router::now_ms(), ttl)?
+        } else {
+            (0, 0)
+        };
+        let mut message = self.shared.router.message(destination, headers, frame.body);
+        message.expires_ms = expires_ms;
+        message.deliver_at_ms = deliver_at_ms;
+        Ok(message)
     }
 
     fn subscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
