@@ -333,10 +333,10 @@ impl RouterInner {
         if headers.get("original-destination").is_none() {
             headers.push("original-destination", message.destination.clone());
         }
-        if let Some(reason) = reason {
-            if !headers.set_first("dead-letter-reason", reason.to_owned()) {
-                headers.push("dead-letter-reason", reason);
-            }
+        if let Some(reason) = reason
+            && !headers.set_first("dead-letter-reason", reason.to_owned())
+        {
+            headers.push("dead-letter-reason", reason);
         }
         // Built first, so that what is reserved is its own size.
         let mut dead = Message::new(message.id.clone(), dlq_name, headers, message.body.clone());
