@@ -152,6 +152,9 @@ pub struct LimitsConfig {
     /// Queues one connection may create (that still exist): one client cannot use up
     /// `max_queues` for everyone.
     pub max_queues_per_connection: usize,
+    /// Durable topic subscriptions in the broker: each keeps a queue while its
+    /// subscriber is away, and every publish to a topic checks the wildcard ones.
+    pub max_durable_subscriptions: usize,
     /// Frames read and held, in order, behind a frame that waits for room (ACK, NACK
     /// and heart-beats are still handled meanwhile). At this many, or once the held
     /// frames (headers and bodies) reach `max_body_bytes`, the connection stops reading
@@ -181,6 +184,7 @@ impl Default for LimitsConfig {
             max_destination_words: 64,
             max_wildcard_subscriptions: 128,
             max_queues_per_connection: 1_000,
+            max_durable_subscriptions: 10_000,
             max_held_frames: 128,
             linger_ms: 1_000,
         }
@@ -510,7 +514,7 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 30] = [
+        let positive: [(&'static str, u64); 31] = [
             ("store.commit_batch", self.store.commit_batch as u64),
             (
                 "store.max_inflight_per_connection",
@@ -526,6 +530,10 @@ impl Config {
             (
                 "limits.max_wildcard_subscriptions",
                 self.limits.max_wildcard_subscriptions as u64,
+            ),
+            (
+                "limits.max_durable_subscriptions",
+                self.limits.max_durable_subscriptions as u64,
             ),
             (
                 "limits.max_queues_per_connection",

@@ -132,6 +132,7 @@ pub enum StartError {
 struct Opened {
     writer: store::GroupCommit,
     queues: Vec<store::StoredQueue>,
+    durables: Vec<(String, String)>,
     max_id: u64,
     path: std::path::PathBuf,
 }
@@ -148,6 +149,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Opened>,
         tracing::info!(path = %db.path().display(), before, after, "store compacted");
     }
     let (queues, max_id) = db.load()?;
+    let durables = db.durables()?;
     let path = db.path().to_owned();
     let writer = store::GroupCommit::start(
         db,
@@ -158,6 +160,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Opened>,
     Ok(Some(Opened {
         writer,
         queues,
+        durables,
         max_id,
         path,
     }))
@@ -183,11 +186,15 @@ impl Broker {
         let metrics = Arc::new(Metrics::default());
         let opened = open_store(&config, &metrics)?;
         let (store, stored) = match opened {
-            Some(o) => (Some(o.writer), Some((o.queues, o.max_id, o.path))),
+            Some(o) => (
+                Some(o.writer),
+                Some((o.queues, o.durables, o.max_id, o.path)),
+            ),
             None => (None, None),
         };
         let router = Router::with_store(RouterConfig::new(&config), metrics.clone(), store);
-        if let Some((queues, max_id, path)) = stored {
+        if let Some((queues, durables, max_id, path)) = stored {
+            router.recover_durables(durables);
             let n = router
                 .recover(queues, max_id)
                 .map_err(|source| StartError::Record {

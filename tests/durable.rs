@@ -446,3 +446,183 @@ async fn expiry_and_delay_survive_a_restart() {
     );
     broker.handle.shutdown().await;
 }
+
+/// A TCP client connected with CONNECT `client-id` (ActiveMQ and Artemis dialects).
+async fn connected_as(broker: &TestBroker, client_id: &str) -> Client {
+    let mut c = Client::tcp(broker.tcp()).await;
+    c.send(&format!(
+        "CONNECT\naccept-version:1.2\nhost:localhost\nclient-id:{client_id}\n\n"
+    ))
+    .await;
+    c.expect(Command::Connected).await;
+    c
+}
+
+async fn subscribe_with(c: &mut Client, headers: &str) {
+    c.send(&format!("SUBSCRIBE\n{headers}receipt:sub\n\n"))
+        .await;
+    c.until_receipt("sub").await;
+}
+
+/// Publishes `bodies` to `topic` with receipts.
+async fn publish(broker: &TestBroker, topic: &str, extra: &str, bodies: &[&str]) {
+    let mut p = connected(broker).await;
+    let bodies: Vec<String> = bodies.iter().map(|b| (*b).to_owned()).collect();
+    send_all(&mut p, topic, extra, &bodies).await;
+}
+
+#[tokio::test]
+async fn durable_subscriptions_keep_a_backlog_in_all_three_dialects() {
+    let broker = start_with(common::config()).await;
+    // (connect as, SUBSCRIBE headers, UNSUBSCRIBE headers that delete it)
+    let dialects = [
+        (
+            None,
+            "id:r1\ndestination:/topic/news.rmq\ndurable:true\nauto-delete:false\nack:client-individual\n",
+            "id:r1\ndurable:true\nauto-delete:false\n",
+        ),
+        (
+            Some("classic"),
+            "id:a1\ndestination:/topic/news.classic\nactivemq.subscriptionName:mysub\n",
+            "id:a1\nactivemq.subscriptionName:mysub\n",
+        ),
+        (
+            Some("artemis"),
+            "id:x1\ndestination:/topic/news.artemis\ndurable-subscription-name:mysub\n",
+            "id:x1\ndurable-subscription-name:mysub\n",
+        ),
+    ];
+    for (client_id, sub, unsub) in dialects {
+        let topic = sub
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim_start_matches("destination:");
+        let open = || async {
+            match client_id {
+                Some(id) => connected_as(&broker, id).await,
+                None => connected(&broker).await,
+            }
+        };
+        let mut c = open().await;
+        subscribe_with(&mut c, sub).await;
+        publish(&broker, topic, "", &["live"]).await;
+        let live = take(&mut c, 1).await;
+        assert_eq!(bodies(&live), ["live"], "{sub}");
+        if sub.contains("client-individual") {
+            let ack = live[0].headers.get("ack").unwrap();
+            c.send(&format!("ACK\nid:{ack}\nreceipt:ack\n\n")).await;
+            c.until_receipt("ack").await;
+        }
+        // Away: a plain disconnect keeps the subscription; it keeps receiving.
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        publish(&broker, topic, "", &["a", "b", "c"]).await;
+        let mut c = open().await;
+        subscribe_with(&mut c, sub).await;
+        let got = take(&mut c, 3).await;
+        assert_eq!(bodies(&got), ["a", "b", "c"], "{sub}");
+        assert!(
+            got.iter()
+                .all(|f| f.headers.get("destination") == Some(topic))
+        );
+        if sub.contains("client-individual") {
+            for f in &got {
+                let ack = f.headers.get("ack").unwrap();
+                c.send(&format!("ACK\nid:{ack}\n\n")).await;
+            }
+        }
+        // UNSUBSCRIBE with the durable headers deletes it and its backlog.
+        c.send(&format!("UNSUBSCRIBE\n{unsub}receipt:u\n\n")).await;
+        c.until_receipt("u").await;
+        publish(&broker, topic, "", &["gone"]).await;
+        subscribe_with(&mut c, sub).await;
+        c.expect_silence(Duration::from_millis(300)).await;
+        c.send(&format!("UNSUBSCRIBE\n{unsub}receipt:u2\n\n")).await;
+        c.until_receipt("u2").await;
+    }
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn artemis_deletes_a_durable_subscription_by_name_without_a_live_one() {
+    let broker = start_with(common::config()).await;
+    let sub = "id:x\ndestination:/topic/t\ndurable-subscription-name:n\n";
+    let mut c = connected_as(&broker, "app").await;
+    subscribe_with(&mut c, sub).await;
+    drop(c);
+    publish(&broker, "/topic/t", "", &["backlog"]).await;
+    let mut c = connected_as(&broker, "app").await;
+    c.send("UNSUBSCRIBE\nid:x\ndurable-subscription-name:n\nreceipt:u\n\n")
+        .await;
+    c.until_receipt("u").await;
+    subscribe_with(&mut c, sub).await;
+    c.expect_silence(Duration::from_millis(300)).await;
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscription_name_without_client_id_is_an_error() {
+    let broker = start_with(common::config()).await;
+    let mut c = connected(&broker).await;
+    c.send("SUBSCRIBE\nid:x\ndestination:/topic/t\nactivemq.subscriptionName:n\n\n")
+        .await;
+    let e = c.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("a durable subscription name needs a client-id header on CONNECT")
+    );
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_durable_backlog_is_bounded_by_the_queue_limits() {
+    let mut config = common::config();
+    config.queues.max_depth = 3;
+    config.queues.overflow = stompbox::config::OverflowPolicy::DropOldest;
+    let broker = start_with(config).await;
+    let sub = "id:x\ndestination:/topic/b\ndurable-subscription-name:n\n";
+    let mut c = connected_as(&broker, "app").await;
+    subscribe_with(&mut c, sub).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&broker, "/topic/b", "", &["1", "2", "3", "4", "5"]).await;
+    let mut c = connected_as(&broker, "app").await;
+    subscribe_with(&mut c, sub).await;
+    assert_eq!(bodies(&take(&mut c, 3).await), ["3", "4", "5"]);
+    c.expect_silence(Duration::from_millis(300)).await;
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn durable_subscriptions_and_their_persistent_backlog_survive_a_restart() {
+    let dir = DataDir::new("durable-sub");
+    let broker = start_with(dir.config()).await;
+    let sub = "id:s\ndestination:/topic/orders.*\ndurable:true\nauto-delete:false\n";
+    let mut c = connected(&broker).await;
+    subscribe_with(&mut c, sub).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(
+        &broker,
+        "/topic/orders.eu",
+        "persistent:true\n",
+        &["p1", "p2"],
+    )
+    .await;
+    publish(&broker, "/topic/orders.us", "", &["transient"]).await;
+    publish(&broker, "/topic/orders.us", "persistent:true\n", &["p3"]).await;
+    broker.handle.shutdown().await;
+
+    let broker = start_with(dir.config()).await;
+    // Still subscribed while nobody is connected: it receives across the restart.
+    publish(&broker, "/topic/orders.eu", "persistent:true\n", &["p4"]).await;
+    let mut c = connected(&broker).await;
+    subscribe_with(&mut c, sub).await;
+    let got = take(&mut c, 4).await;
+    assert_eq!(bodies(&got), ["p1", "p2", "p3", "p4"]);
+    assert_eq!(got[0].headers.get("redelivered"), Some("true"));
+    assert_eq!(got[3].headers.get("redelivered"), None);
+    c.expect_silence(Duration::from_millis(300)).await;
+    broker.handle.shutdown().await;
+}

@@ -161,6 +161,26 @@ impl Link {
         destination: &str,
         sub: Arc<Subscription>,
     ) -> Result<(), super::RouteError> {
+        self.track(sub, |sub| self.router.attach(destination, sub, &self.quota))
+    }
+
+    /// [`Link::subscribe`] to the durable subscription `key` to `destination` (see
+    /// `router::durable`).
+    pub fn subscribe_durable(
+        &self,
+        key: &str,
+        destination: &str,
+        sub: Arc<Subscription>,
+    ) -> Result<(), super::RouteError> {
+        self.track(sub, |sub| self.router.attach_durable(key, destination, sub))
+    }
+
+    /// Tracks `sub`, then `attach`es it.
+    fn track(
+        &self,
+        sub: Arc<Subscription>,
+        attach: impl FnOnce(Arc<Subscription>) -> Result<(), super::RouteError>,
+    ) -> Result<(), super::RouteError> {
         {
             let mut st = self.lock();
             if st.closed {
@@ -170,7 +190,7 @@ impl Link {
             // it; attached without holding the link's lock (see the lock order).
             st.subs.insert(sub.key, sub.clone());
         }
-        if let Err(e) = self.router.attach(destination, sub.clone(), &self.quota) {
+        if let Err(e) = attach(sub.clone()) {
             self.lock().subs.remove(&sub.key);
             return Err(e);
         }

@@ -14,6 +14,7 @@
 
 mod budget;
 mod delivery;
+mod durable;
 mod lifecycle;
 mod message;
 mod pattern;
@@ -75,6 +76,9 @@ pub enum RouteError {
     /// A SUBSCRIBE to another connection's temp queue.
     #[error("temp queue {0} belongs to another connection")]
     NotOwner(String),
+    /// `limits.max_durable_subscriptions` exist already.
+    #[error("too many durable subscriptions (limit {0})")]
+    TooManyDurables(usize),
 }
 
 /// A SEND waiting for room: in a full queue (at most `queues.send_timeout_ms`, then
@@ -165,6 +169,8 @@ pub struct RouterConfig {
     pub max_queues_per_connection: usize,
     /// `queues.persistent_by_default`.
     pub persistent_by_default: bool,
+    /// `limits.max_durable_subscriptions`.
+    pub max_durable_subscriptions: usize,
 }
 
 impl RouterConfig {
@@ -186,6 +192,7 @@ impl RouterConfig {
             max_destination_words: config.limits.max_destination_words,
             max_queues_per_connection: config.limits.max_queues_per_connection,
             persistent_by_default: queues.persistent_by_default,
+            max_durable_subscriptions: config.limits.max_durable_subscriptions,
         }
     }
 }
@@ -208,6 +215,8 @@ pub struct RouterInner {
     next_queue_id: AtomicU64,
     /// When to release delayed messages.
     schedule: schedule::Schedule,
+    /// Durable topic subscriptions.
+    durables: RwLock<durable::Durables>,
 }
 
 /// A cheap, cloneable handle to the router.
@@ -310,6 +319,111 @@ impl RouterInner {
         Ok(queue)
     }
 
+    /// The queue of the durable subscription `key` to `destination` (a topic or
+    /// pattern), created (and stored) if new. A key reused for another destination
+    /// replaces the old subscription and its backlog, as JMS does.
+    fn durable(self: &Arc<Self>, key: &str, destination: &str) -> Result<Arc<Queue>, RouteError> {
+        let read = self.durables.read().expect("router lock poisoned");
+        if let Some(d) = read.get(key).filter(|d| d.destination == destination) {
+            return Ok(d.queue.clone());
+        }
+        drop(read);
+        let mut durables = self.durables.write().expect("router lock poisoned");
+        if let Some(d) = durables.get(key) {
+            if d.destination == destination {
+                return Ok(d.queue.clone());
+            }
+            let old = durables.remove(key).expect("present");
+            self.forget_durable(&old);
+        }
+        let max = self.config.max_durable_subscriptions;
+        if durables.len() >= max {
+            return Err(RouteError::TooManyDurables(max));
+        }
+        let queue = self.queue(&format!("{}{key}", durable::PREFIX), None, None)?;
+        if let Some(store) = &self.store {
+            store.submit(
+                vec![Op::Durable {
+                    key: key.to_owned(),
+                    destination: destination.to_owned(),
+                }],
+                None,
+            );
+        }
+        durables.insert(Arc::new(durable::Durable {
+            key: key.to_owned(),
+            destination: destination.to_owned(),
+            queue: queue.clone(),
+        }));
+        Ok(queue)
+    }
+
+    /// Deletes a durable subscription's queue, backlog and record.
+    fn forget_durable(&self, d: &durable::Durable) {
+        {
+            let mut queues = self.queues.write().expect("router lock poisoned");
+            if queues
+                .get(&d.queue.name)
+                .is_some_and(|q| Arc::ptr_eq(q, &d.queue))
+            {
+                queues.remove(&d.queue.name);
+            }
+        }
+        Metrics::add(&self.metrics.discarded, d.queue.ready_len());
+        if let Some(store) = &self.store {
+            let mut ops = vec![Op::Undurable { key: d.key.clone() }];
+            ops.extend(d.queue.stored_id().map(|id| Op::DeleteQueue { id }));
+            store.submit(ops, None);
+        }
+    }
+
+    /// Feeds a topic publish to the durable subscriptions it matches. A full durable
+    /// queue makes room by its overflow policy, or this subscription misses the
+    /// message (counted): one away subscriber never blocks the publisher. Persistent
+    /// messages reach the durable queues once written to each.
+    fn feed_durables(&self, message: &Arc<Message>) {
+        let targets = {
+            let durables = self.durables.read().expect("router lock poisoned");
+            if durables.len() == 0 {
+                return;
+            }
+            durables.matching(message)
+        };
+        let mut ops = Vec::new();
+        let mut held = Vec::new();
+        for queue in targets {
+            let Some(permit) = queue.try_reserve(message.size, true) else {
+                Metrics::inc(&self.metrics.overflow_drops);
+                continue;
+            };
+            match (&self.store, message.persistent) {
+                (Some(store), true) => {
+                    let seq = queue.take_seq();
+                    ops.push(Op::Put {
+                        queue: queue.store_id(store, self),
+                        seq,
+                        record: message.record().encode(),
+                    });
+                    held.push((queue, permit, seq));
+                }
+                _ => queue.push(message.clone(), permit),
+            }
+        }
+        if let (Some(store), false) = (&self.store, held.is_empty()) {
+            let message = message.clone();
+            store.submit(
+                ops,
+                Some(Box::new(move |result| {
+                    if result.is_ok() {
+                        for (queue, permit, seq) in held {
+                            queue.push_at(message.clone(), Some(permit), seq, 0);
+                        }
+                    }
+                })),
+            );
+        }
+    }
+
     /// Moves a message that exhausted its redeliveries to `/queue/<prefix>NAME`, keeping
     /// where it came from in an `original-destination` header. A full dead-letter queue
     /// (or one that cannot be created under `limits.max_queues`) discards it, counted:
@@ -390,6 +504,7 @@ impl Router {
                 store,
                 next_queue_id: AtomicU64::new(1),
                 schedule: schedule::Schedule::default(),
+                durables: RwLock::default(),
             }),
         }
     }
@@ -680,6 +795,7 @@ impl Router {
             .read()
             .expect("router lock poisoned")
             .for_each_match(name, |sub| fanout.offer(sub, &message));
+        inner.feed_durables(&message);
         Metrics::add(&inner.metrics.messages_out, fanout.delivered);
         Metrics::inc(&inner.metrics.messages_in);
         if fanout.blocked.is_empty() {
@@ -757,6 +873,64 @@ impl Router {
             },
         }
         Ok(())
+    }
+
+    /// Attaches `sub` to the durable subscription `key` to the topic or pattern
+    /// `destination`, creating it if new (for `Link::subscribe_durable`).
+    fn attach_durable(
+        &self,
+        key: &str,
+        destination: &str,
+        sub: Arc<Subscription>,
+    ) -> Result<(), RouteError> {
+        if !matches!(self.inner.classify(destination)?, Kind::Topic) {
+            return Err(RouteError::BadDestination(destination.to_owned()));
+        }
+        let queue = self.inner.durable(key, destination)?;
+        let _ = sub.target.set(Target::Queue(queue.clone()));
+        queue.add_consumer(sub);
+        Ok(())
+    }
+
+    /// Deletes the durable subscription `key` with its backlog; false if none.
+    pub fn delete_durable(&self, key: &str) -> bool {
+        let removed = self
+            .inner
+            .durables
+            .write()
+            .expect("router lock poisoned")
+            .remove(key);
+        match removed {
+            Some(d) => {
+                self.inner.forget_durable(&d);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Re-creates the stored durable subscriptions (before their messages load).
+    pub fn recover_durables(&self, list: Vec<(String, String)>) {
+        for (key, destination) in list {
+            let queue = self
+                .inner
+                .queue(&format!("{}{key}", durable::PREFIX), None, None);
+            match queue {
+                Ok(queue) => self
+                    .inner
+                    .durables
+                    .write()
+                    .expect("router lock poisoned")
+                    .insert(Arc::new(durable::Durable {
+                        key,
+                        destination,
+                        queue,
+                    })),
+                Err(e) => {
+                    tracing::error!(%key, error = %e, "stored durable subscription not loaded")
+                }
+            }
+        }
     }
 
     /// Detaches a subscription from its destination: no more deliveries. Idempotent.

@@ -302,6 +302,11 @@ impl Queue {
         })
     }
 
+    /// The queue's id in the store, if it has one.
+    pub(super) fn stored_id(&self) -> Option<u64> {
+        self.store_id.get().copied()
+    }
+
     /// Sets the id of a queue loaded from the store.
     pub(super) fn set_store_id(&self, id: u64) {
         let _ = self.store_id.set(id);

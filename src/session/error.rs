@@ -93,6 +93,9 @@ pub enum SessionError {
     /// The router refused a destination or a full queue timed out.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// A durable subscription name without CONNECT's `client-id`.
+    #[error("a durable subscription name needs a client-id header on CONNECT")]
+    DurableNeedsClientId,
     /// An expiry or delay header that is not a time.
     #[error("invalid {header} header {value:?}: expected milliseconds as a non-negative integer")]
     BadHeader {

@@ -6,6 +6,7 @@
 //! connection. The async loops around it live in `conn`.
 
 mod conn;
+mod durable;
 mod error;
 pub mod heartbeat;
 mod persist;
@@ -118,6 +119,9 @@ pub struct Session {
     txs: HashMap<String, transaction::Open>,
     /// Persistent SENDs and receipted ACKs waiting for the disk.
     inflight: Arc<persist::Inflight>,
+    /// CONNECT's `client-id`: with a subscription name, it names a durable
+    /// subscription (ActiveMQ, Artemis).
+    client_id: Option<String>,
 }
 
 /// Whether a destination is a wildcard topic subscription.
@@ -156,6 +160,7 @@ impl Session {
             next_key: 0,
             txs: HashMap::new(),
             inflight: Arc::default(),
+            client_id: None,
         }
     }
 
@@ -244,7 +249,7 @@ impl Session {
                 if in_tx {
                     Flow::Continue
                 } else {
-                    self.settled_receipt(receipt.clone())
+                    self.receipt_after_disk(receipt.clone())
                 }
             }
             Command::Begin => self.begin(&frame).map(|_| Flow::Continue)?,
@@ -294,6 +299,7 @@ impl Session {
         let negotiated =
             heartbeat::negotiate(client_hb, (hb.send_ms, hb.recv_ms), hb.min_ms.max(1));
         self.version = Some(version);
+        self.client_id = frame.headers.get("client-id").map(str::to_owned);
         let span = Span::current();
         span.record("session", &*self.id);
         if let Some(login) = login {
@@ -375,17 +381,27 @@ impl Session {
             let message = self.message(destination, frame)?;
             return self.send_persistent(message, receipt);
         }
+        let receipt = frame.headers.get("receipt").map(str::to_owned);
         let message = self.message(destination, frame)?;
+        // Its RECEIPT waits until it is in every durable subscription's store.
+        let stored = message.persistent;
         Ok(
             match self.shared.router.route(message, Some(self.link.quota()))? {
+                None if stored => self.receipt_after_disk(receipt),
                 None => Flow::Continue,
-                Some(wait) => Flow::Wait(Waiting {
-                    until: Box::pin(async move {
-                        wait.await?;
-                        Ok(Done::Sent)
-                    }),
-                    receipt: None,
-                }),
+                Some(wait) => {
+                    let store = self.shared.router.store().filter(|_| stored).cloned();
+                    Flow::Wait(Waiting {
+                        until: Box::pin(async move {
+                            wait.await?;
+                            if let Some(store) = store {
+                                let _ = store.commit(Vec::new()).await;
+                            }
+                            Ok(Done::Sent)
+                        }),
+                        receipt: None,
+                    })
+                }
             },
         )
     }
@@ -417,9 +433,16 @@ impl Session {
         } else {
             (0, 0)
         };
+        // A persistent topic message is stored in the durable subscriptions it feeds.
+        let persistent = destination.starts_with("/topic/")
+            && self.shared.router.store().is_some()
+            && headers
+                .get("persistent")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let mut message = self.shared.router.message(destination, headers, frame.body);
         message.expires_ms = expires_ms;
         message.deliver_at_ms = deliver_at_ms;
+        message.persistent = persistent;
         Ok(message)
     }
 
@@ -477,7 +500,12 @@ impl Session {
             self.outbox.clone(),
             self.kill.clone(),
         ));
-        self.link.subscribe(&destination, sub.clone())?;
+        match self.durable_key(frame, &destination, &id)? {
+            Some(key) => self
+                .link
+                .subscribe_durable(&key, &destination, sub.clone())?,
+            None => self.link.subscribe(&destination, sub.clone())?,
+        }
         self.subs.insert(id, Sub { sub, destination });
         Ok(())
     }
@@ -498,11 +526,20 @@ impl Session {
             }
             _ => return Err(SessionError::missing(frame.command, "id")),
         };
-        let sub = self
-            .subs
-            .remove(&id)
-            .ok_or(SessionError::UnknownSubscription(id))?;
+        let Some(sub) = self.subs.remove(&id) else {
+            // Artemis deletes a durable subscription by name with no live one.
+            if let Some(key) = self.named_durable(frame)? {
+                self.shared.router.delete_durable(&key);
+                return Ok(());
+            }
+            return Err(SessionError::UnknownSubscription(id));
+        };
         self.link.unsubscribe(&sub.sub);
+        // With the durable headers it subscribed with, UNSUBSCRIBE also deletes the
+        // durable subscription; without them it only detaches (the backlog grows).
+        if let Some(key) = self.durable_key(frame, &sub.destination, &id)? {
+            self.shared.router.delete_durable(&key);
+        }
         Ok(())
     }
 

@@ -206,8 +206,9 @@ impl Session {
         }))
     }
 
-    /// The RECEIPT of an ACK or NACK: with a store, once what it settled is on disk.
-    pub(super) fn settled_receipt(&self, receipt: Option<String>) -> Flow {
+    /// The RECEIPT of an ACK or NACK (or a persistent topic SEND): with a store, once
+    /// what it settled (or stored) is on disk.
+    pub(super) fn receipt_after_disk(&self, receipt: Option<String>) -> Flow {
         let (Some(id), Some(store)) = (receipt, self.shared.router.store()) else {
             return Flow::Continue;
         };

@@ -30,6 +30,8 @@ const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messa
 const COUNTS: TableDefinition<(u64, u64), u32> = TableDefinition::new("redeliveries");
 /// Queue id → queue name.
 const QUEUES: TableDefinition<u64, &str> = TableDefinition::new("queues");
+/// Durable subscription key → the topic (or pattern) it subscribes to.
+const DURABLES: TableDefinition<&str, &str> = TableDefinition::new("durable_subscriptions");
 
 /// The file inside `store.data_dir`.
 pub const FILE_NAME: &str = "stompbox.redb";
@@ -106,6 +108,23 @@ pub enum Op {
         queue: u64,
         /// Its place in the queue.
         seq: u64,
+    },
+    /// Forget a queue and every message in it.
+    DeleteQueue {
+        /// The queue's id.
+        id: u64,
+    },
+    /// A durable subscription and what it subscribes to.
+    Durable {
+        /// Its key (see `router::durable`).
+        key: String,
+        /// The topic or pattern.
+        destination: String,
+    },
+    /// Forget a durable subscription (its queue goes with [`Op::DeleteQueue`]).
+    Undurable {
+        /// Its key.
+        key: String,
     },
 }
 
@@ -205,6 +224,7 @@ impl Store {
             let mut queues = txn.open_table(QUEUES).map_err(|e| self.io(e))?;
             let mut messages = txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
             let mut counts = txn.open_table(COUNTS).map_err(|e| self.io(e))?;
+            let mut durables = txn.open_table(DURABLES).map_err(|e| self.io(e))?;
             for op in ops {
                 match op {
                     Op::Queue { id, name } => {
@@ -228,12 +248,42 @@ impl Store {
                         messages.remove((*queue, *seq)).map_err(|e| self.io(e))?;
                         counts.remove((*queue, *seq)).map_err(|e| self.io(e))?;
                     }
+                    Op::DeleteQueue { id } => {
+                        let all = (*id, 0)..=(*id, u64::MAX);
+                        messages
+                            .retain_in(all.clone(), |_, _| false)
+                            .map_err(|e| self.io(e))?;
+                        counts
+                            .retain_in(all, |_, _| false)
+                            .map_err(|e| self.io(e))?;
+                        queues.remove(*id).map_err(|e| self.io(e))?;
+                    }
+                    Op::Durable { key, destination } => {
+                        durables
+                            .insert(key.as_str(), destination.as_str())
+                            .map_err(|e| self.io(e))?;
+                    }
+                    Op::Undurable { key } => {
+                        durables.remove(key.as_str()).map_err(|e| self.io(e))?;
+                    }
                 }
             }
         }
         txn.commit().map_err(|e| self.io(e))?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Every durable subscription: (key, destination).
+    pub fn durables(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(DURABLES).map_err(|e| self.io(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.io(e))? {
+            let (k, v) = entry.map_err(|e| self.io(e))?;
+            out.push((k.value().to_owned(), v.value().to_owned()));
+        }
+        Ok(out)
     }
 
     /// Every queue with stored messages, each in queue order, and the highest queue

@@ -1,0 +1,95 @@
+//! Durable topic subscriptions: a subscription that keeps receiving while its
+//! subscriber is away, and hands over the backlog when it comes back.
+//!
+//! Each one is a queue of its own, named `/durable/KEY` (a name no client can SEND
+//! to), fed by every publish to its topic or pattern and consumed like any queue: its
+//! subscriber attaches to it as a queue consumer, so acks, redelivery, dead-lettering,
+//! `queues.max_bytes` with the overflow policy, and persistence are the queue's. A
+//! publish shares one `Arc<Message>` between the topic's live subscribers and every
+//! durable queue it feeds. With a store, the subscription itself is stored, and
+//! persistent messages are written to each durable queue before they reach it.
+//!
+//! Keys (see `session`): `rabbitmq/ID/DESTINATION` for RabbitMQ's `durable:true` +
+//! `auto-delete:false` + `id`, `client/CLIENT-ID/NAME` for ActiveMQ Classic's
+//! `activemq.subscriptionName` and Artemis's `durable-subscription-name`, both with
+//! CONNECT's `client-id` (the two share one namespace, as JMS's client id and
+//! subscription name do).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Message, Pattern, Queue, TOPIC};
+
+/// Where durable queues live in the router's queue map.
+pub(super) const PREFIX: &str = "/durable/";
+
+/// One durable subscription.
+#[derive(Debug)]
+pub(super) struct Durable {
+    pub key: String,
+    /// The topic or pattern it subscribes to.
+    pub destination: String,
+    pub queue: Arc<Queue>,
+}
+
+/// Every durable subscription, indexed for publishing: by exact topic, and the
+/// wildcard ones in a list (bounded by `limits.max_durable_subscriptions`).
+#[derive(Debug, Default)]
+pub(super) struct Durables {
+    by_key: HashMap<String, Arc<Durable>>,
+    exact: HashMap<String, Vec<Arc<Durable>>>,
+    patterns: Vec<(Pattern, Arc<Durable>)>,
+}
+
+impl Durables {
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Arc<Durable>> {
+        self.by_key.get(key)
+    }
+
+    pub fn insert(&mut self, durable: Arc<Durable>) {
+        match Pattern::parse(&durable.destination[TOPIC.len()..]) {
+            Some(p) => self.patterns.push((p, durable.clone())),
+            None => self
+                .exact
+                .entry(durable.destination.clone())
+                .or_default()
+                .push(durable.clone()),
+        }
+        self.by_key.insert(durable.key.clone(), durable);
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Arc<Durable>> {
+        let durable = self.by_key.remove(key)?;
+        self.patterns.retain(|(_, d)| !Arc::ptr_eq(d, &durable));
+        if let Some(list) = self.exact.get_mut(&durable.destination) {
+            list.retain(|d| !Arc::ptr_eq(d, &durable));
+            if list.is_empty() {
+                self.exact.remove(&durable.destination);
+            }
+        }
+        Some(durable)
+    }
+
+    /// The durable queues a publish to `message.destination` feeds.
+    pub fn matching(&self, message: &Message) -> Vec<Arc<Queue>> {
+        let name = &message.destination[TOPIC.len()..];
+        let mut out: Vec<Arc<Queue>> = self
+            .exact
+            .get(&message.destination)
+            .into_iter()
+            .flatten()
+            .map(|d| d.queue.clone())
+            .collect();
+        out.extend(
+            self.patterns
+                .iter()
+                .filter(|(p, _)| p.matches(name))
+                .map(|(_, d)| d.queue.clone()),
+        );
+        out
+    }
+}
