@@ -9,6 +9,10 @@
 //!   after being delivered is flagged `redelivered:true`;
 //! - each producer's messages arrive in its order.
 //!
+//! The last producer publishes to a topic with a durable subscription that is away,
+//! so its backlog is checked the same way. A second test kills the broker repeatedly
+//! while it compacts a mostly empty store file at start.
+//!
 //! CI runs a few rounds (`STOMPBOX_CRASH_ROUNDS`, default 3). The long run:
 //! `STOMPBOX_CRASH_ROUNDS=100 cargo test --release --test crash -- --nocapture`.
 
@@ -26,6 +30,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 const QUEUE: &str = "/queue/crash";
+/// The last producer publishes here, to a durable subscription that is away.
+const TOPIC: &str = "/topic/crash.events";
+const DURABLE: &str = "id:away\ndestination:/topic/crash.events\ndurable:true\nauto-delete:false\nack:client-individual\n";
 const PRODUCERS: usize = 4;
 /// Persistent SENDs a producer may have unreceipted at once.
 const WINDOW: usize = 64;
@@ -212,8 +219,9 @@ async fn produce(addr: SocketAddr, round: usize, pid: usize, limit: u64, seen: A
         let body = format!("r{round}-p{pid}-{seq}");
         // Counted before it is written: a SEND the broker may have read.
         seen.lock().unwrap().sent[pid] = seq + 1;
+        let destination = if pid == PRODUCERS - 1 { TOPIC } else { QUEUE };
         let frame = format!(
-            "SEND\ndestination:{QUEUE}\npersistent:true\nreceipt:{body}\ncontent-type:text/plain\n\n{body}\0"
+            "SEND\ndestination:{destination}\npersistent:true\nreceipt:{body}\ncontent-type:text/plain\n\n{body}\0"
         );
         if write.write_all(frame.as_bytes()).await.is_err() {
             break;
@@ -253,10 +261,15 @@ async fn consume(addr: SocketAddr, seen: Arc<Mutex<Seen>>) {
     }
 }
 
-/// After the restart: everything in the queue, ACKed, until it stays empty.
-async fn drain(addr: SocketAddr) -> Vec<(String, bool)> {
+/// After the restart: everything in the queue (or, with `durable`, the durable
+/// subscription), ACKed, until it stays empty.
+async fn drain(addr: SocketAddr, durable: bool) -> Vec<(String, bool)> {
     let mut c = Conn::open(addr).await.expect("connect after restart");
-    let sub = format!("SUBSCRIBE\nid:d\ndestination:{QUEUE}\nack:client-individual\n\n\0");
+    let sub = if durable {
+        format!("SUBSCRIBE\n{DURABLE}\n\0")
+    } else {
+        format!("SUBSCRIBE\nid:d\ndestination:{QUEUE}\nack:client-individual\n\n\0")
+    };
     c.write.write_all(sub.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     loop {
@@ -295,11 +308,12 @@ fn parse(body: &str) -> (usize, usize, u64) {
     (num('r') as usize, num('p') as usize, num('\0'))
 }
 
-/// Checks one round; returns (receipted, redelivered after the restart).
-fn check(round: usize, seen: &Seen, drained: &[(String, bool)]) -> (usize, usize) {
+/// Checks one round, given what each destination held after the restart; returns
+/// (receipted, redelivered after the restart).
+fn check(round: usize, seen: &Seen, lists: &[&[(String, bool)]]) -> (usize, usize) {
     let delivered: HashSet<&str> = seen.delivered.iter().map(String::as_str).collect();
     let mut after = HashSet::new();
-    for (body, redelivered) in drained {
+    for (body, redelivered) in lists.iter().copied().flatten() {
         assert!(
             after.insert(body.as_str()),
             "round {round}: {body} twice after the restart"
@@ -325,10 +339,9 @@ fn check(round: usize, seen: &Seen, drained: &[(String, bool)]) -> (usize, usize
         "round {round}: receipted messages lost: {lost:?}"
     );
     // Nothing invented; each producer's order kept, during the run and after.
-    for list in [
-        seen.delivered.iter().collect::<Vec<_>>(),
-        drained.iter().map(|(b, _)| b).collect(),
-    ] {
+    let mut all = vec![seen.delivered.iter().collect::<Vec<_>>()];
+    all.extend(lists.iter().map(|l| l.iter().map(|(b, _)| b).collect()));
+    for list in all {
         let mut last: BTreeMap<usize, u64> = BTreeMap::new();
         for body in list {
             let (r, p, seq) = parse(body);
@@ -345,10 +358,8 @@ fn check(round: usize, seen: &Seen, drained: &[(String, bool)]) -> (usize, usize
             }
         }
     }
-    (
-        seen.receipted.len(),
-        drained.iter().filter(|(_, r)| *r).count(),
-    )
+    let redelivered = lists.iter().copied().flatten().filter(|(_, r)| *r).count();
+    (seen.receipted.len(), redelivered)
 }
 
 fn data_dir(name: &str) -> PathBuf {
@@ -378,6 +389,14 @@ async fn receipted_persistent_messages_survive_sigkill() {
     let dir = data_dir("sigkill");
     let port = free_port();
     let mut broker = Broker::start(&dir, port).await;
+    // The durable subscription, created and left.
+    let mut c = Conn::open(broker.addr).await.unwrap();
+    c.write
+        .write_all(format!("SUBSCRIBE\n{DURABLE}receipt:s\n\n\0").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(c.frame().await.unwrap().command, Command::Receipt);
+    drop(c);
     let (mut total_receipted, mut total_redelivered, mut total_acked) = (0, 0, 0);
     for round in 0..rounds {
         let seen = Arc::new(Mutex::new(Seen {
@@ -410,16 +429,25 @@ async fn receipted_persistent_messages_survive_sigkill() {
             early.kill();
         }
         broker = Broker::start(&dir, port).await;
-        let drained = drain(broker.addr).await;
+        let drained = drain(broker.addr, false).await;
+        let from_durable = drain(broker.addr, true).await;
         let seen = seen.lock().unwrap();
-        let (receipted, redelivered) = check(round, &seen, &drained);
+        // The durable subscription holds only the last producer's messages.
+        assert!(
+            from_durable
+                .iter()
+                .all(|(b, _)| parse(b).1 == PRODUCERS - 1)
+        );
+        let (receipted, redelivered) = check(round, &seen, &[&drained, &from_durable]);
         println!(
             "round {round}: sent {:?}, receipted {receipted}, delivered during the run {}, \
-             acks receipted {}, after restart {} ({redelivered} redelivered), lost 0",
+             acks receipted {}, after restart {} + {} from the durable subscription \
+             ({redelivered} redelivered), lost 0",
             seen.sent,
             seen.delivered.len(),
             seen.acked.len(),
-            drained.len()
+            drained.len(),
+            from_durable.len()
         );
         total_receipted += receipted;
         total_redelivered += redelivered;
@@ -432,4 +460,92 @@ async fn receipted_persistent_messages_survive_sigkill() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
     let _: HashMap<(), ()> = HashMap::new();
+}
+
+/// SENDs `n` persistent messages of `size` bytes to `destination` (pipelined, every
+/// one receipted).
+async fn fill(addr: SocketAddr, destination: &str, n: usize, size: usize, tag: &str) {
+    let mut c = Conn::open(addr).await.unwrap();
+    let pad = "x".repeat(size);
+    for i in 0..n {
+        let frame = format!(
+            "SEND\ndestination:{destination}\npersistent:true\nreceipt:{i}\n\n{tag}-{i}-{pad}\0"
+        );
+        c.write.write_all(frame.as_bytes()).await.unwrap();
+    }
+    for _ in 0..n {
+        assert_eq!(c.frame().await.unwrap().command, Command::Receipt);
+    }
+}
+
+/// Consumes `n` messages from `destination` with one cumulative ACK at the end whose
+/// receipt says the deletes are on disk; returns the bodies' tags.
+async fn consume_all(addr: SocketAddr, destination: &str, n: usize) -> Vec<String> {
+    let mut c = Conn::open(addr).await.unwrap();
+    let sub = format!(
+        "SUBSCRIBE\nid:c\ndestination:{destination}\nack:client\nprefetch-count:1000\n\n\0"
+    );
+    c.write.write_all(sub.as_bytes()).await.unwrap();
+    let mut tags = Vec::new();
+    let mut last = String::new();
+    for _ in 0..n {
+        let f = tokio::time::timeout(Duration::from_secs(10), c.frame())
+            .await
+            .expect("a message in time")
+            .unwrap();
+        last = f.headers.get("ack").unwrap().to_owned();
+        let body = String::from_utf8(f.body.to_vec()).unwrap();
+        let mut parts = body.splitn(3, '-');
+        tags.push(format!(
+            "{}-{}",
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        ));
+    }
+    c.write
+        .write_all(format!("ACK\nid:{last}\nreceipt:done\n\n\0").as_bytes())
+        .await
+        .unwrap();
+    let f = c.frame().await.unwrap();
+    assert_eq!(f.headers.get("receipt-id"), Some("done"));
+    tags
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_compaction_loses_nothing() {
+    let dir = data_dir("compaction");
+    let port = free_port();
+    let file = dir.join("stompbox.redb");
+    let broker = Broker::start(&dir, port).await;
+    fill(broker.addr, "/queue/keep", 20, 100, "keep").await;
+    // Over 64 MiB stored, then consumed: a file mostly free space, which the next
+    // start compacts.
+    for q in ["/queue/big.a", "/queue/big.b"] {
+        fill(broker.addr, q, 600, 64 * 1024, "big").await;
+        assert_eq!(consume_all(broker.addr, q, 600).await.len(), 600);
+    }
+    broker.kill();
+    let big = std::fs::metadata(&file).unwrap().len();
+    assert!(big > 64 << 20, "{big}");
+    let mut sizes = Vec::new();
+    for delay in [5, 30, 80, 150, 300, 600] {
+        let b = Broker::spawn(&dir, port);
+        std::thread::sleep(Duration::from_millis(delay));
+        b.kill();
+        sizes.push((delay, std::fs::metadata(&file).unwrap().len()));
+    }
+    println!("file size after a kill at (ms, bytes): {sizes:?}");
+    let broker = Broker::start(&dir, port).await;
+    let after = std::fs::metadata(&file).unwrap().len();
+    let kept = consume_all(broker.addr, "/queue/keep", 20).await;
+    let expected: Vec<String> = (0..20).map(|i| format!("keep-{i}")).collect();
+    assert_eq!(kept, expected);
+    println!("store file {big} bytes before compaction, {after} after");
+    assert!(after < big / 4, "{big} -> {after}");
+    assert!(
+        sizes.iter().any(|(_, s)| *s < big && *s > after),
+        "no kill landed while compacting: {sizes:?}"
+    );
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
 }

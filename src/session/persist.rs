@@ -135,8 +135,9 @@ fn complete(
 impl Session {
     /// Whether `frame` may be handled while persistent SENDs (or receipted ACKs) are
     /// in flight without waiting for them: another persistent SEND outside a
-    /// transaction, which joins the pipeline behind them, or an ACK or NACK outside a
-    /// transaction, which settles at once and whose receipt follows theirs.
+    /// transaction, which joins the pipeline behind them (to a queue, or to a topic:
+    /// published at once, written to its durable subscriptions in order), or an ACK
+    /// or NACK outside a transaction, which settles at once; their receipts follow.
     fn pipelines(&self, frame: &Frame) -> bool {
         if frame.headers.get("transaction").is_some() {
             return false;
@@ -144,9 +145,13 @@ impl Session {
         match frame.command {
             Command::Ack | Command::Nack => true,
             Command::Send => frame.headers.get("destination").is_some_and(|d| {
-                self.shared
-                    .router
-                    .persists(&self.resolve(d), frame.headers.get("persistent"))
+                let router = &self.shared.router;
+                let persistent = frame.headers.get("persistent");
+                // A persistent topic SEND publishes at once; only its receipt waits.
+                router.persists(&self.resolve(d), persistent)
+                    || (d.starts_with("/topic/")
+                        && router.store().is_some()
+                        && persistent.is_some_and(|v| v.eq_ignore_ascii_case("true")))
             }),
             _ => false,
         }
@@ -155,8 +160,13 @@ impl Session {
     /// Before a frame: the barrier (see the module docs), and a failed commit ends the
     /// connection.
     pub(super) async fn before_frame(&self, frame: &Frame) -> Result<(), SessionError> {
-        if self.inflight.len() > 0 && !self.pipelines(frame) {
+        let n = self.inflight.len();
+        if n > 0 && !self.pipelines(frame) {
             self.inflight.below(1).await;
+        } else if n >= self.shared.config.store.max_inflight_per_connection {
+            self.inflight
+                .below(self.shared.config.store.max_inflight_per_connection)
+                .await;
         }
         match self.inflight.failure() {
             Some(e) => Err(e),
