@@ -313,6 +313,9 @@ impl BrokerHandle {
             slow_consumer_drops = Metrics::get(&m.slow_consumer_drops),
             redeliveries = Metrics::get(&m.redeliveries),
             dead_letters = Metrics::get(&m.dead_letters),
+            expired = Metrics::get(&m.expired),
+            store_commits = Metrics::get(&m.store_commits),
+            store_ops = Metrics::get(&m.store_ops),
             "stompbox stopped"
         );
     }

@@ -271,14 +271,26 @@ impl Queue {
             return;
         }
         st.ready_bytes += ready.message.size;
-        // Usually the newest: at the back, O(1).
-        let at = st.ready.partition_point(|x| x.qseq < qseq);
-        st.ready.insert(at, ready);
+        // Usually the newest: at the back, O(1) (a search costs a deep queue ~6% of
+        // the broker's CPU in the queue benchmark).
+        if st.ready.back().is_none_or(|last| last.qseq < qseq) {
+            st.ready.push_back(ready);
+        } else {
+            let at = st.ready.partition_point(|x| x.qseq < qseq);
+            st.ready.insert(at, ready);
+        }
         self.dispatch_locked(st);
         // Not delivered at once: it waits, so it should not keep its read buffer.
         let State { ready, arena, .. } = st;
-        let at = ready.partition_point(|x| x.qseq < qseq);
-        if let Some(r) = ready.get_mut(at).filter(|r| r.qseq == qseq)
+        let waiting = match ready.back_mut() {
+            Some(last) if last.qseq == qseq => Some(last),
+            Some(last) if last.qseq > qseq => {
+                let at = ready.partition_point(|x| x.qseq < qseq);
+                ready.get_mut(at).filter(|r| r.qseq == qseq)
+            }
+            _ => None,
+        };
+        if let Some(r) = waiting
             && let Some(m) = Arc::get_mut(&mut r.message)
         {
             m.compact(arena);

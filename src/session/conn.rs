@@ -285,6 +285,12 @@ impl Reader {
         receipt: Option<String>,
         waiting: &mut Option<Waiting>,
     ) -> Option<End> {
+        // Awaited here, not inside `on_frame`: the per-frame future stays small.
+        if session.waits_for_store()
+            && let Err(e) = session.before_frame(&frame).await
+        {
+            return Some(session_error(e, receipt));
+        }
         match session.on_frame(frame).await {
             Ok(flow) => self.flow(flow, waiting),
             Err(e) => Some(session_error(e, receipt)),

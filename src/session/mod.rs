@@ -219,7 +219,14 @@ impl Session {
         self.outbox.push(Outgoing::Frame(buf.freeze()))
     }
 
-    /// Handles one frame from the client.
+    /// Whether the next frame must first go through [`Session::before_frame`]:
+    /// persistent work of this connection is in flight, or failed.
+    pub fn waits_for_store(&self) -> bool {
+        self.version.is_some() && self.inflight.busy()
+    }
+
+    /// Handles one frame from the client (after [`Session::before_frame`] when
+    /// [`Session::waits_for_store`]).
     pub async fn on_frame(&mut self, frame: Frame) -> Result<Flow, SessionError> {
         let command = frame.command;
         if !command.may_have_body() && !frame.body.is_empty() {
@@ -233,9 +240,6 @@ impl Session {
         }
         if self.version.is_none() && !matches!(command, Command::Connect | Command::Stomp) {
             return Err(SessionError::NotConnected(command.as_str()));
-        }
-        if self.version.is_some() {
-            self.before_frame(&frame).await?;
         }
         let receipt = frame.headers.get("receipt").map(str::to_owned);
         let flow = match command {
@@ -429,7 +433,7 @@ impl Session {
         }
         let (expires_ms, deliver_at_ms) = if destination.starts_with("/queue/") {
             let ttl = self.shared.config.queues.message_ttl_ms;
-            timing::timing(&headers, crate::router::now_ms(), ttl)?
+            timing::timing(&headers, crate::router::now_ms, ttl)?
         } else {
             (0, 0)
         };

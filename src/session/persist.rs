@@ -16,7 +16,7 @@
 //! A failed commit fails the connection with ERROR naming the failure: the message was
 //! not accepted.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -35,6 +35,8 @@ pub(super) struct Inflight {
     changed: Notify,
     /// The first store failure, with the receipt id of the frame it failed.
     failed: Mutex<Option<String>>,
+    /// Whether `failed` is set: checked before every frame without the lock.
+    has_failed: AtomicBool,
 }
 
 /// One entry in [`Inflight`]; dropping it (after the commit) leaves.
@@ -57,6 +59,7 @@ impl Token {
             });
         }
         drop(failed);
+        self.0.has_failed.store(true, Ordering::Release);
         self.0.changed.notify_waiters();
     }
 }
@@ -84,8 +87,17 @@ impl Inflight {
         }
     }
 
+    /// Whether the next frame must wait or fail: something is in flight, or a commit
+    /// failed. The common case, nothing, costs two loads.
+    pub(super) fn busy(&self) -> bool {
+        self.len() > 0 || self.has_failed.load(Ordering::Acquire)
+    }
+
     /// The store failure, if one happened.
     pub(super) fn failure(&self) -> Option<SessionError> {
+        if !self.has_failed.load(Ordering::Acquire) {
+            return None;
+        }
         let failed = self.failed.lock().expect("inflight lock poisoned");
         failed.clone().map(SessionError::Store)
     }
@@ -159,7 +171,7 @@ impl Session {
 
     /// Before a frame: the barrier (see the module docs), and a failed commit ends the
     /// connection.
-    pub(super) async fn before_frame(&self, frame: &Frame) -> Result<(), SessionError> {
+    pub async fn before_frame(&self, frame: &Frame) -> Result<(), SessionError> {
         let n = self.inflight.len();
         if n > 0 && !self.pipelines(frame) {
             self.inflight.below(1).await;
