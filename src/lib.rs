@@ -20,12 +20,16 @@
 //!   idle deletion), topics (the wildcard trie `router::Sublist`, flow control,
 //!   slow-consumer policy), temp queues, per-connection queue quotas, and settlement
 //!   (`router::Link`): the one place that decides each delivery's fate.
+//!   Also expiry, delayed delivery (`router::schedule`, one timer) and durable topic
+//!   subscriptions (`router::durable`, each a queue of its own).
+//! - [`store`] — persistent messages in one redb file, written by the group-commit
+//!   thread (`store::GroupCommit`) in one transaction per batch; loaded at start.
 //! - [`memory`] — the broker-wide gauge of held bytes and its high watermark.
 //! - [`outbox`] — the bounded per-connection queue the router `try`-pushes into.
 //! - [`metrics`] — counters.
 //!
-//! The import graph is a tree: `session → router → outbox`, and `transport → outbox`
-//! (for close reasons). Nothing below the router calls back up into it: a delivery
+//! The import graph is a tree: `session → router → outbox`, `router → store`, and
+//! `transport → outbox` (for close reasons). Nothing below the router calls back up into it: a delivery
 //! rides in the outbox as an opaque `Ticket`, and the writer reports tickets to the
 //! connection's `Link`.
 //!
@@ -40,6 +44,11 @@
 //! failed midway — and dead-lettered past `queues.max_redeliveries`. The session owns
 //! its `Link` through a guard whose `Drop` returns everything, so a session that dies
 //! in any way leaves no consumer registered and no message held.
+//!
+//! Persistent messages take the same path, each step also written through the store
+//! in the next batch: a persistent SEND reaches its queue (and its RECEIPT its client)
+//! only from the store thread once its batch is on disk; settling deletes its record,
+//! a redelivery writes its count, dead-lettering moves it (both in one batch).
 //!
 //! # Vocabulary
 //!
@@ -56,13 +65,15 @@
 //!
 //! # Lock order
 //!
-//! `router` maps (`RwLock`) → a connection's queue quota (`Mutex`) → a destination
+//! Durable subscriptions (`RwLock`) → `router` maps (`RwLock`) → a connection's queue quota (`Mutex`) → a destination
 //! (`Mutex`: queue state or topic subscriber list) → a subscription's pending deliveries (`Mutex`) → a link's subscription map
 //! (`Mutex`) → an outbox (`Mutex`). Locks are std mutexes held for a few
 //! instructions; nothing awaits while holding one. The awaits on the publish path —
 //! room in a full queue (before the queue's lock is taken) and room in a topic
 //! subscriber's full outbox (after the topic's lock is released) — hold none. A session is never locked from outside: it is owned by its
-//! task.
+//! task. The delay schedule's mutex is a leaf. Store completions run on the store's
+//! thread holding no lock, and take the locks above in this order; a queue never
+//! dead-letters (which takes the router maps) while holding its own lock.
 
 #![warn(missing_docs)]
 

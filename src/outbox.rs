@@ -330,7 +330,9 @@ impl OutboxTx {
 
     /// Queues the session's own frame now, whatever the outbox holds; false when the
     /// writer is gone. For the RECEIPTs that the store's thread sends after a commit,
-    /// which cannot wait: they are bounded by `store.max_inflight_per_connection`.
+    /// which cannot wait. The session hands one over only while its outbox has room,
+    /// so they are bounded by `store.max_inflight_per_connection` past the outbox's
+    /// own bound.
     pub fn push_now(&self, item: Outgoing) -> bool {
         let mut st = self.0.lock();
         if st.closed {

@@ -626,3 +626,66 @@ async fn durable_subscriptions_and_their_persistent_backlog_survive_a_restart() 
     c.expect_silence(Duration::from_millis(300)).await;
     broker.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_queue_holding_only_delayed_messages_is_not_idle() {
+    let mut config = common::config();
+    config.queues.idle_delete_ms = 100;
+    let broker = start_with(config).await;
+    let mut p = connected(&broker).await;
+    send_all(&mut p, "/queue/patient", "delay:700\n", &["later".into()]).await;
+    // Several idle sweeps pass while the message waits.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut c = connected(&broker).await;
+    c.subscribe("s", "/queue/patient", "auto").await;
+    assert_eq!(bodies(&take(&mut c, 1).await), ["later"]);
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_transaction_keeps_frame_order_across_persistent_and_plain_sends() {
+    let dir = DataDir::new("tx-order");
+    let broker = start_with(dir.config()).await;
+    let mut c = connected(&broker).await;
+    c.subscribe("s", "/queue/mixed", "auto").await;
+    let mut p = connected(&broker).await;
+    p.send("BEGIN\ntransaction:t\n\n").await;
+    for (i, h) in ["persistent:true\n", "", "persistent:true\n", ""]
+        .iter()
+        .enumerate()
+    {
+        p.send(&format!(
+            "SEND\ndestination:/queue/mixed\ntransaction:t\n{h}\nm{i}"
+        ))
+        .await;
+    }
+    p.send("COMMIT\ntransaction:t\nreceipt:c\n\n").await;
+    p.until_receipt("c").await;
+    assert_eq!(bodies(&take(&mut c, 4).await), ["m0", "m1", "m2", "m3"]);
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_persistent_topic_send_without_receipt_is_not_overtaken() {
+    let dir = DataDir::new("topic-order");
+    let broker = start_with(dir.config()).await;
+    let sub = "id:s\ndestination:/topic/ord\ndurable:true\nauto-delete:false\n";
+    let mut c = connected(&broker).await;
+    subscribe_with(&mut c, sub).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut p = connected(&broker).await;
+    let mut out = String::new();
+    for i in 0..50 {
+        let h = if i % 2 == 0 { "persistent:true\n" } else { "" };
+        out.push_str(&format!("SEND\ndestination:/topic/ord\n{h}\nm{i}\0"));
+    }
+    out.push_str("DISCONNECT\nreceipt:bye\n\n\0");
+    p.send_raw(out.as_bytes()).await;
+    p.until_receipt("bye").await;
+    let mut c = connected(&broker).await;
+    subscribe_with(&mut c, sub).await;
+    let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies(&take(&mut c, 50).await), expected);
+    broker.handle.shutdown().await;
+}

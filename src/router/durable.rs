@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Message, Pattern, Queue, TOPIC};
+use super::{Message, Pattern, Queue, Sublist, TOPIC};
 
 /// Where durable queues live in the router's queue map.
 pub(super) const PREFIX: &str = "/durable/";
@@ -32,13 +32,14 @@ pub(super) struct Durable {
     pub queue: Arc<Queue>,
 }
 
-/// Every durable subscription, indexed for publishing: by exact topic, and the
-/// wildcard ones in a list (bounded by `limits.max_durable_subscriptions`).
+/// Every durable subscription, indexed for publishing as live ones are: by exact
+/// topic, and the wildcard ones in a trie, so a publish costs its matches, not a
+/// pattern match per durable subscription.
 #[derive(Debug, Default)]
 pub(super) struct Durables {
     by_key: HashMap<String, Arc<Durable>>,
     exact: HashMap<String, Vec<Arc<Durable>>>,
-    patterns: Vec<(Pattern, Arc<Durable>)>,
+    patterns: Sublist<Durable>,
 }
 
 impl Durables {
@@ -52,7 +53,7 @@ impl Durables {
 
     pub fn insert(&mut self, durable: Arc<Durable>) {
         match Pattern::parse(&durable.destination[TOPIC.len()..]) {
-            Some(p) => self.patterns.push((p, durable.clone())),
+            Some(p) => self.patterns.insert(&p, durable.clone()),
             None => self
                 .exact
                 .entry(durable.destination.clone())
@@ -64,7 +65,9 @@ impl Durables {
 
     pub fn remove(&mut self, key: &str) -> Option<Arc<Durable>> {
         let durable = self.by_key.remove(key)?;
-        self.patterns.retain(|(_, d)| !Arc::ptr_eq(d, &durable));
+        if let Some(p) = Pattern::parse(&durable.destination[TOPIC.len()..]) {
+            self.patterns.remove(&p, &durable);
+        }
         if let Some(list) = self.exact.get_mut(&durable.destination) {
             list.retain(|d| !Arc::ptr_eq(d, &durable));
             if list.is_empty() {
@@ -84,12 +87,8 @@ impl Durables {
             .flatten()
             .map(|d| d.queue.clone())
             .collect();
-        out.extend(
-            self.patterns
-                .iter()
-                .filter(|(p, _)| p.matches(name))
-                .map(|(_, d)| d.queue.clone()),
-        );
+        self.patterns
+            .for_each_match(name, |d| out.push(d.queue.clone()));
         out
     }
 }

@@ -358,7 +358,8 @@ impl RouterInner {
         Ok(queue)
     }
 
-    /// Deletes a durable subscription's queue, backlog and record.
+    /// Deletes a durable subscription's queue, backlog and record. Called holding the
+    /// durables' write lock (see `feed_durables`).
     fn forget_durable(&self, d: &durable::Durable) {
         {
             let mut queues = self.queues.write().expect("router lock poisoned");
@@ -382,13 +383,16 @@ impl RouterInner {
     /// message (counted): one away subscriber never blocks the publisher. Persistent
     /// messages reach the durable queues once written to each.
     fn feed_durables(&self, message: &Arc<Message>) {
-        let targets = {
-            let durables = self.durables.read().expect("router lock poisoned");
-            if durables.len() == 0 {
-                return;
-            }
-            durables.matching(message)
-        };
+        // Held while the writes are submitted: a subscription deleted meanwhile (under
+        // the write lock) has its queue deleted in the store after them, never before.
+        let durables = self.durables.read().expect("router lock poisoned");
+        if durables.len() == 0 {
+            return;
+        }
+        let targets = durables.matching(message);
+        let store = self.store.as_ref().filter(|_| message.persistent);
+        // One record, shared by every durable queue it goes to.
+        let record = store.map(|_| message.record().encode());
         let mut ops = Vec::new();
         let mut held = Vec::new();
         for queue in targets {
@@ -396,20 +400,20 @@ impl RouterInner {
                 Metrics::inc(&self.metrics.overflow_drops);
                 continue;
             };
-            match (&self.store, message.persistent) {
-                (Some(store), true) => {
+            match (store, &record) {
+                (Some(store), Some(record)) => {
                     let seq = queue.take_seq();
                     ops.push(Op::Put {
                         queue: queue.store_id(store, self),
                         seq,
-                        record: message.record().encode(),
+                        record: record.clone(),
                     });
                     held.push((queue, permit, seq));
                 }
                 _ => queue.push(message.clone(), permit),
             }
         }
-        if let (Some(store), false) = (&self.store, held.is_empty()) {
+        if let (Some(store), false) = (store, held.is_empty()) {
             let message = message.clone();
             store.submit(
                 ops,
@@ -422,6 +426,7 @@ impl RouterInner {
                 })),
             );
         }
+        drop(durables);
     }
 
     /// Moves a message that exhausted its redeliveries to `/queue/<prefix>NAME`, keeping
@@ -429,7 +434,10 @@ impl RouterInner {
     /// (or one that cannot be created under `limits.max_queues`) discards it, counted:
     /// it must not block the NACK that caused it. A persistent message's move is two
     /// operations in `ops` (its record deleted where it was, written in the dead-letter
-    /// queue), which the caller commits in one batch: never lost, never in both.
+    /// queue), which the caller submits in one batch — never lost, never in both —
+    /// before it hands the returned [`DeadLetter`] to its queue, so that an ACK of it
+    /// can only be written after its record.
+    #[must_use]
     fn dead_letter(
         self: &Arc<Self>,
         from: &str,
@@ -437,7 +445,7 @@ impl RouterInner {
         stored_at: Option<(u64, u64)>,
         ops: &mut Vec<Op>,
         reason: Option<&str>,
-    ) {
+    ) -> Option<DeadLetter> {
         if let Some((queue, seq)) = stored_at {
             ops.push(Op::Delete { queue, seq });
         }
@@ -462,7 +470,7 @@ impl RouterInner {
         let Some((dlq, permit)) = reserved else {
             Metrics::inc(&self.metrics.discarded);
             tracing::warn!(queue = %dead.destination, "dead-letter queue full or not creatable; message discarded");
-            return;
+            return None;
         };
         let dead = dead.charged(&self.memory);
         Metrics::inc(&self.metrics.dead_letters);
@@ -474,7 +482,46 @@ impl RouterInner {
                 record: dead.record().encode(),
             });
         }
-        dlq.push_at(Arc::new(dead), Some(permit), seq, 0);
+        Some(DeadLetter {
+            queue: dlq,
+            message: dead,
+            permit,
+            seq,
+        })
+    }
+}
+
+/// A persistent message with its place taken in its queue and its record encoded,
+/// waiting to be written ([`Router::persist_staged`]).
+#[derive(Debug)]
+pub struct Staged {
+    queue: Arc<Queue>,
+    permit: Permit,
+    seq: u64,
+    message: Message,
+    /// Its record's write, if persistent.
+    op: Option<Op>,
+}
+
+/// A dead letter with its place in its dead-letter queue, to hand over once its
+/// record's batch is submitted.
+#[derive(Debug)]
+struct DeadLetter {
+    queue: Arc<Queue>,
+    message: Message,
+    permit: Permit,
+    seq: u64,
+}
+
+impl DeadLetter {
+    fn deliver(self) {
+        let DeadLetter {
+            queue,
+            message,
+            permit,
+            seq,
+        } = self;
+        queue.push_at(Arc::new(message), Some(permit), seq, 0);
     }
 }
 
@@ -542,40 +589,84 @@ impl Router {
     /// once it is on disk, hands each to its queue (in the order given), then runs
     /// `done` — all on the store's thread, in submission order, so nothing is
     /// delivered or receipted before it is on disk and one connection's messages keep
-    /// their order. A reservation without room yet, or not for a queue, is routed as
-    /// usual at once (callers pass only filled queue reservations).
+    /// their order. Callers pass only filled queue reservations (see [`Router::stage`]).
     pub fn persist(
         &self,
         items: Vec<(Reservation, Message)>,
         done: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static,
     ) {
+        let staged = items
+            .into_iter()
+            .filter_map(|(reservation, message)| self.stage(reservation, message, true))
+            .collect();
+        self.persist_staged(staged, done);
+    }
+
+    /// Takes a message's place in its queue now (so that what the same client sends
+    /// after it queues after it) and, if `persistent`, encodes its record, for
+    /// [`Router::persist_staged`], which hands it over after the batch it is in. A
+    /// transaction stages its non-persistent queue SENDs too when it has persistent
+    /// ones, so that none overtakes them. A reservation that is not a filled queue
+    /// one is routed at once instead.
+    pub fn stage(
+        &self,
+        reservation: Reservation,
+        message: Message,
+        persistent: bool,
+    ) -> Option<Staged> {
         let Some(store) = &self.inner.store else {
-            for (reservation, message) in items {
-                drop(self.commit(reservation, message));
+            drop(self.commit(reservation, message));
+            return None;
+        };
+        match reservation {
+            Reservation::Queue {
+                queue,
+                permit: Some(permit),
+                ..
+            } => {
+                let message = if persistent {
+                    message.persistent()
+                } else {
+                    message
+                };
+                let seq = queue.take_seq();
+                let op = persistent.then(|| Op::Put {
+                    queue: queue.store_id(store, &self.inner),
+                    seq,
+                    record: message.record().encode(),
+                });
+                Some(Staged {
+                    queue,
+                    permit,
+                    seq,
+                    message,
+                    op,
+                })
             }
+            other => {
+                drop(self.commit(other, message));
+                None
+            }
+        }
+    }
+
+    /// Writes staged messages in one batch, then hands them over and runs `done`
+    /// (see [`Router::persist`]). With nothing staged it is a barrier: `done` runs
+    /// once everything submitted before is on disk.
+    pub fn persist_staged(
+        &self,
+        staged: Vec<Staged>,
+        done: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static,
+    ) {
+        let Some(store) = &self.inner.store else {
             done(Ok(()));
             return;
         };
-        let mut ops = Vec::with_capacity(items.len());
-        let mut held = Vec::with_capacity(items.len());
-        for (reservation, message) in items {
-            match reservation {
-                Reservation::Queue {
-                    queue,
-                    permit: Some(permit),
-                    ..
-                } => {
-                    let message = message.persistent();
-                    let seq = queue.take_seq();
-                    ops.push(Op::Put {
-                        queue: queue.store_id(store, &self.inner),
-                        seq,
-                        record: message.record().encode(),
-                    });
-                    held.push((queue, permit, seq, message));
-                }
-                other => drop(self.commit(other, message)),
-            }
+        let mut ops = Vec::with_capacity(staged.len());
+        let mut held = Vec::with_capacity(staged.len());
+        for s in staged {
+            ops.extend(s.op);
+            held.push((s.queue, s.permit, s.seq, s.message));
         }
         let metrics = self.inner.metrics.clone();
         store.submit(
@@ -612,13 +703,41 @@ impl Router {
                     continue;
                 }
             };
+            // A queue deleted while it still had records (a durable subscription's)
+            // and created again under a new id: its records move under the id of the
+            // queue of that name, after that queue's own.
+            let merge_into = queue.stored_id().filter(|id| *id != stored.id);
             queue.set_store_id(stored.id);
+            let mut ops = Vec::new();
             for m in stored.messages {
                 let message =
-                    Message::from_record(Record::decode(m.record)?).charged(&inner.memory);
+                    Message::from_record(Record::decode(m.record.clone())?).charged(&inner.memory);
                 let permit = queue.try_reserve(message.size, false);
-                queue.push_at(Arc::new(message), permit, m.seq, m.redeliveries + 1);
+                let seq = match merge_into {
+                    None => m.seq,
+                    Some(id) => {
+                        let seq = queue.take_seq();
+                        ops.push(Op::Put {
+                            queue: id,
+                            seq,
+                            record: m.record,
+                        });
+                        if m.redeliveries > 0 {
+                            ops.push(Op::Count {
+                                queue: id,
+                                seq,
+                                redeliveries: m.redeliveries,
+                            });
+                        }
+                        seq
+                    }
+                };
+                queue.push_at(Arc::new(message), permit, seq, m.redeliveries + 1);
                 n += 1;
+            }
+            if let (Some(_), Some(store)) = (merge_into, &inner.store) {
+                ops.push(Op::DeleteQueue { id: stored.id });
+                store.submit(ops, None);
             }
         }
         Metrics::add(&inner.metrics.store_recovered, n);
@@ -894,13 +1013,8 @@ impl Router {
 
     /// Deletes the durable subscription `key` with its backlog; false if none.
     pub fn delete_durable(&self, key: &str) -> bool {
-        let removed = self
-            .inner
-            .durables
-            .write()
-            .expect("router lock poisoned")
-            .remove(key);
-        match removed {
+        let mut durables = self.inner.durables.write().expect("router lock poisoned");
+        match durables.remove(key) {
             Some(d) => {
                 self.inner.forget_durable(&d);
                 true

@@ -367,7 +367,8 @@ impl Queue {
     /// consumer coming or going, as far as sweeps have seen (`None`: not idle).
     pub(super) fn idle_for(&self, now: std::time::Instant) -> Option<Duration> {
         let mut st = self.lock();
-        if !st.ready.is_empty() {
+        // Delayed messages are held only here (the schedule keeps a weak reference).
+        if !st.ready.is_empty() || !st.delayed.is_empty() {
             st.idle_since = None;
             return None;
         }
@@ -397,6 +398,7 @@ impl Queue {
         let store_id = self.store_id.get().copied();
         // Redelivery counts and dead-letter moves of persistent messages, in one batch.
         let mut ops = Vec::new();
+        let mut dead = Vec::new();
         let mut back = Vec::with_capacity(items.len());
         for item in items {
             let redeliveries = item.redeliveries + u32::from(item.seen);
@@ -408,7 +410,7 @@ impl Queue {
             {
                 drop(item.permit);
                 let from = stored.map(|id| (id, item.qseq));
-                router.dead_letter(&self.name, &item.message, from, &mut ops, None);
+                dead.extend(router.dead_letter(&self.name, &item.message, from, &mut ops, None));
                 continue;
             }
             if item.seen {
@@ -431,6 +433,7 @@ impl Queue {
         if let (false, Some(store)) = (ops.is_empty(), &router.store) {
             store.submit(ops, None);
         }
+        dead.into_iter().for_each(super::DeadLetter::deliver);
         back.sort_unstable_by_key(|r| r.qseq);
         let mut st = self.lock();
         // Usually everything returned is older than everything waiting: then each
@@ -489,6 +492,7 @@ impl Queue {
         let is_dlq = router.is_dead_letter_queue(&self.name);
         let store_id = self.store_id.get().copied();
         let mut ops = Vec::new();
+        let mut dead = Vec::new();
         for r in expired {
             Metrics::inc(&router.metrics.expired);
             drop(r.permit);
@@ -500,11 +504,18 @@ impl Queue {
                 Metrics::inc(&router.metrics.discarded);
                 continue;
             }
-            router.dead_letter(&self.name, &r.message, stored, &mut ops, Some("expired"));
+            dead.extend(router.dead_letter(
+                &self.name,
+                &r.message,
+                stored,
+                &mut ops,
+                Some("expired"),
+            ));
         }
         if let (false, Some(store)) = (ops.is_empty(), &router.store) {
             store.submit(ops, None);
         }
+        dead.into_iter().for_each(super::DeadLetter::deliver);
     }
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut State) {

@@ -15,20 +15,31 @@ use std::sync::Arc;
 use super::Subscription;
 use super::pattern::{HASH, Pattern, STAR};
 
-#[derive(Debug, Default)]
-struct Node {
-    words: HashMap<Box<str>, Node>,
-    star: Option<Box<Node>>,
-    hash: Option<Box<Node>>,
-    subs: Vec<Arc<Subscription>>,
+#[derive(Debug)]
+struct Node<T> {
+    words: HashMap<Box<str>, Node<T>>,
+    star: Option<Box<Node<T>>>,
+    hash: Option<Box<Node<T>>>,
+    subs: Vec<Arc<T>>,
 }
 
-impl Node {
+impl<T> Default for Node<T> {
+    fn default() -> Self {
+        Node {
+            words: HashMap::new(),
+            star: None,
+            hash: None,
+            subs: Vec::new(),
+        }
+    }
+}
+
+impl<T> Node<T> {
     fn is_empty(&self) -> bool {
         self.words.is_empty() && self.star.is_none() && self.hash.is_none() && self.subs.is_empty()
     }
 
-    fn child_mut(&mut self, word: &str) -> &mut Node {
+    fn child_mut(&mut self, word: &str) -> &mut Node<T> {
         match word {
             STAR => self.star.get_or_insert_default(),
             HASH => self.hash.get_or_insert_default(),
@@ -37,18 +48,28 @@ impl Node {
     }
 }
 
-/// Every wildcard subscription, indexed by its pattern's words.
-#[derive(Debug, Default)]
-pub struct Sublist {
-    root: Node,
+/// Every wildcard subscription, indexed by its pattern's words (also used for
+/// durable subscriptions: `T` is what a match yields).
+#[derive(Debug)]
+pub struct Sublist<T = Subscription> {
+    root: Node<T>,
     len: usize,
+}
+
+impl<T> Default for Sublist<T> {
+    fn default() -> Self {
+        Sublist {
+            root: Node::default(),
+            len: 0,
+        }
+    }
 }
 
 /// A live position in the walk: the node, and whether it was reached through `#`
 /// (then it may absorb further words).
-type Live<'a> = (&'a Node, bool);
+type Live<'a, T> = (&'a Node<T>, bool);
 
-impl Sublist {
+impl<T> Sublist<T> {
     /// Wildcard subscriptions held.
     pub fn len(&self) -> usize {
         self.len
@@ -60,7 +81,7 @@ impl Sublist {
     }
 
     /// Adds `sub` under `pattern`.
-    pub fn insert(&mut self, pattern: &Pattern, sub: Arc<Subscription>) {
+    pub fn insert(&mut self, pattern: &Pattern, sub: Arc<T>) {
         let mut node = &mut self.root;
         for w in pattern.words() {
             node = node.child_mut(w);
@@ -70,7 +91,7 @@ impl Sublist {
     }
 
     /// Removes `sub` from under `pattern`; returns whether it was there.
-    pub fn remove(&mut self, pattern: &Pattern, sub: &Arc<Subscription>) -> bool {
+    pub fn remove(&mut self, pattern: &Pattern, sub: &Arc<T>) -> bool {
         let words: Vec<&str> = pattern.words().collect();
         let removed = remove_in(&mut self.root, &words, sub);
         if removed {
@@ -81,13 +102,13 @@ impl Sublist {
 
     /// Calls `f` once for every subscription whose pattern matches `name` (the part
     /// after `/topic/`).
-    pub fn for_each_match(&self, name: &str, mut f: impl FnMut(&Arc<Subscription>)) {
+    pub fn for_each_match(&self, name: &str, mut f: impl FnMut(&Arc<T>)) {
         if self.len == 0 {
             return;
         }
-        let mut live: Vec<Live<'_>> = Vec::new();
+        let mut live: Vec<Live<'_, T>> = Vec::new();
         enter(&self.root, false, &mut live);
-        let mut next: Vec<Live<'_>> = Vec::new();
+        let mut next: Vec<Live<'_, T>> = Vec::new();
         for word in name.split('.') {
             next.clear();
             for &(node, via_hash) in &live {
@@ -114,7 +135,7 @@ impl Sublist {
 }
 
 /// Adds `node`, and the `#` child that follows it (matching zero words).
-fn enter<'a>(node: &'a Node, via_hash: bool, live: &mut Vec<Live<'a>>) {
+fn enter<'a, T>(node: &'a Node<T>, via_hash: bool, live: &mut Vec<Live<'a, T>>) {
     live.push((node, via_hash));
     if let Some(hash) = &node.hash {
         live.push((hash, true));
@@ -122,15 +143,15 @@ fn enter<'a>(node: &'a Node, via_hash: bool, live: &mut Vec<Live<'a>>) {
 }
 
 /// One entry per node (a node reached both through `#` and not keeps the `#` flag).
-fn dedup(live: &mut Vec<Live<'_>>) {
+fn dedup<T>(live: &mut Vec<Live<'_, T>>) {
     if live.len() < 2 {
         return;
     }
-    live.sort_unstable_by_key(|&(node, via_hash)| (node as *const Node as usize, !via_hash));
-    live.dedup_by_key(|&mut (node, _)| node as *const Node as usize);
+    live.sort_unstable_by_key(|&(node, via_hash)| (node as *const Node<T> as usize, !via_hash));
+    live.dedup_by_key(|&mut (node, _)| node as *const Node<T> as usize);
 }
 
-fn remove_in(node: &mut Node, words: &[&str], sub: &Arc<Subscription>) -> bool {
+fn remove_in<T>(node: &mut Node<T>, words: &[&str], sub: &Arc<T>) -> bool {
     let Some((first, rest)) = words.split_first() else {
         let before = node.subs.len();
         node.subs.retain(|s| !Arc::ptr_eq(s, sub));

@@ -239,7 +239,9 @@ impl Reader {
             let frame = match self.held.pop_front() {
                 Some(Held::Receipt(id)) => {
                     // What the ACK settled is on disk first.
-                    session.on_disk().await;
+                    if let Err(e) = session.on_disk().await {
+                        return Some(session_error(e, Some(id)));
+                    }
                     session
                         .reply(Frame::new(Command::Receipt).header("receipt-id", id))
                         .await;

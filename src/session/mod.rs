@@ -253,7 +253,7 @@ impl Session {
                 if in_tx {
                     Flow::Continue
                 } else {
-                    self.receipt_after_disk(receipt.clone())
+                    self.receipt_after_disk(receipt.clone(), false)
                 }
             }
             Command::Begin => self.begin(&frame).map(|_| Flow::Continue)?,
@@ -391,7 +391,7 @@ impl Session {
         let stored = message.persistent;
         Ok(
             match self.shared.router.route(message, Some(self.link.quota()))? {
-                None if stored => self.receipt_after_disk(receipt),
+                None if stored => self.receipt_after_disk(receipt, true),
                 None => Flow::Continue,
                 Some(wait) => {
                     let store = self.shared.router.store().filter(|_| stored).cloned();
@@ -399,7 +399,7 @@ impl Session {
                         until: Box::pin(async move {
                             wait.await?;
                             if let Some(store) = store {
-                                let _ = store.commit(Vec::new()).await;
+                                persist::on_disk(&store).await?;
                             }
                             Ok(Done::Sent)
                         }),

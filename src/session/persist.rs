@@ -26,7 +26,7 @@ use super::{Done, Flow, Session, SessionError, Waiting};
 use crate::frame::{Command, Frame, Version, encode};
 use crate::outbox::{OutboxTx, Outgoing};
 use crate::router::Message;
-use crate::store::StoreError;
+use crate::store::{GroupCommit, StoreError};
 
 /// One connection's persistent SENDs (and receipted ACKs) waiting for the disk.
 #[derive(Debug, Default)]
@@ -198,7 +198,13 @@ impl Session {
         let mut reservation =
             router.reserve_evicting(&message.destination, message.size, Some(self.link.quota()))?;
         let cap = self.shared.config.store.max_inflight_per_connection;
-        if reservation.is_ready() && !router.memory().is_high() && self.inflight.len() < cap {
+        // Its receipt is pushed from the store's thread whatever the outbox holds:
+        // only while there is room, so a client that does not read cannot pile them up.
+        if reservation.is_ready()
+            && !router.memory().is_high()
+            && self.inflight.len() < cap
+            && self.outbox.has_room()
+        {
             let done = complete(
                 self.inflight.enter(),
                 self.outbox.clone(),
@@ -229,15 +235,32 @@ impl Session {
     }
 
     /// The RECEIPT of an ACK or NACK (or a persistent topic SEND): with a store, once
-    /// what it settled (or stored) is on disk.
-    pub(super) fn receipt_after_disk(&self, receipt: Option<String>) -> Flow {
-        let (Some(id), Some(store)) = (receipt, self.shared.router.store()) else {
+    /// what it settled (or stored) is on disk. With `barrier`, later frames wait for
+    /// that even without a receipt (a persistent topic SEND: what the same client
+    /// sends next must not reach a durable subscription first).
+    pub(super) fn receipt_after_disk(&self, receipt: Option<String>, barrier: bool) -> Flow {
+        let Some(store) = self.shared.router.store() else {
             return Flow::Continue;
         };
+        if receipt.is_none() && !barrier {
+            return Flow::Continue;
+        }
+        if receipt.is_some() && !self.outbox.has_room() {
+            // A client that does not read gets no more receipts pushed past its
+            // outbox's bound: this frame waits for the disk, and its receipt for room.
+            let store = store.clone();
+            return Flow::Wait(Waiting {
+                until: Box::pin(async move {
+                    on_disk(&store).await?;
+                    Ok(Done::Sent)
+                }),
+                receipt: None,
+            });
+        }
         let done = complete(
             self.inflight.enter(),
             self.outbox.clone(),
-            Some(id),
+            receipt,
             self.version(),
         );
         store.submit(Vec::new(), Some(Box::new(done)));
@@ -246,9 +269,18 @@ impl Session {
 
     /// Waits until everything this connection settled or sent before is on disk (for
     /// a receipt held while a frame waited).
-    pub(super) async fn on_disk(&self) {
-        if let Some(store) = self.shared.router.store() {
-            let _ = store.commit(Vec::new()).await;
+    pub async fn on_disk(&self) -> Result<(), SessionError> {
+        match self.shared.router.store() {
+            Some(store) => on_disk(store).await,
+            None => Ok(()),
         }
     }
+}
+
+/// Waits until everything submitted to `store` before is on disk.
+pub(super) async fn on_disk(store: &GroupCommit) -> Result<(), SessionError> {
+    store
+        .commit(Vec::new())
+        .await
+        .map_err(|e| SessionError::Store(e.to_string()))
 }

@@ -154,33 +154,54 @@ impl Session {
     /// the topic SENDs after the first one that waits are published after it, in
     /// order, and the receipt follows them all.
     ///
-    /// Persistent SENDs are written in one store batch, together with the deletes of
-    /// what the transaction's ACKs settled, and enqueued once it is on disk; the
-    /// receipt waits for that batch.
+    /// Persistent SENDs take their places in their queues in frame order, are written
+    /// together in one store batch (all or none of them survive a crash), and are
+    /// enqueued once it is on disk. The receipt waits for that batch, and for the
+    /// deletes of what the transaction's ACKs settled (submitted before it), and for
+    /// persistent topic SENDs to reach their durable subscriptions.
     pub(super) fn apply(&mut self, prepared: Prepared) -> Flow {
         let router = self.shared.router.clone();
         let mut first_wait = None;
         let mut later = Vec::new();
-        let mut stored = Vec::new();
-        let mut settled = false;
+        let mut staged = Vec::new();
+        // With persistent SENDs, every queue SEND is enqueued after the batch, in
+        // frame order: a later one to the same queue must not overtake them.
+        let staging = prepared.steps.iter().any(|s| {
+            matches!(
+                s,
+                Step::Send {
+                    persistent: true,
+                    ..
+                }
+            )
+        });
+        // Whether the receipt must wait for the disk.
+        let mut stored = false;
         for step in prepared.steps {
             match step {
                 Step::Send {
-                    reservation,
+                    reservation: reservation @ Reservation::Queue { .. },
                     message,
-                    persistent: true,
+                    persistent,
                     ..
-                } => stored.push((reservation, *message)),
+                } if staging => {
+                    staged.extend(router.stage(reservation, *message, persistent));
+                    stored = true;
+                }
                 Step::Send {
                     reservation: Reservation::Topic,
                     message,
                     ..
-                } if first_wait.is_some() => later.push(message),
+                } if first_wait.is_some() => {
+                    stored |= message.persistent;
+                    later.push(message);
+                }
                 Step::Send {
                     reservation,
                     message,
                     ..
                 } => {
+                    stored |= message.persistent;
                     if let Some(wait) = router.commit(reservation, *message) {
                         first_wait = Some(wait);
                     }
@@ -189,23 +210,21 @@ impl Session {
                 // it already: the outcome is the same.
                 Step::Ack { found, nack } => {
                     self.link.settle(&found, nack);
-                    settled = true;
+                    stored = true;
                 }
             }
         }
-        let on_disk = router
-            .store()
-            .filter(|_| settled || !stored.is_empty())
-            .map(|_| {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                router.persist(stored, move |r| {
-                    let _ = tx.send(r);
-                });
-                rx
+        let on_disk = router.store().filter(|_| stored).map(|_| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            router.persist_staged(staged, move |r| {
+                let _ = tx.send(r);
             });
+            rx
+        });
         if first_wait.is_none() && on_disk.is_none() {
             return Flow::Continue;
         }
+        let store = router.store().filter(|_| !later.is_empty()).cloned();
         Flow::Wait(Waiting {
             until: Box::pin(async move {
                 if let Some(rx) = on_disk {
@@ -222,6 +241,10 @@ impl Session {
                     if let Some(wait) = router.commit(Reservation::Topic, *message) {
                         wait.await?;
                     }
+                }
+                // Topic SENDs published after the wait wrote to durable subscriptions.
+                if let Some(store) = store {
+                    super::persist::on_disk(&store).await?;
                 }
                 Ok(Done::Sent)
             }),

@@ -109,7 +109,7 @@ pub enum Op {
         /// Its place in the queue.
         seq: u64,
     },
-    /// Forget a queue and every message in it.
+    /// Forget every message of a queue (its id is not reused).
     DeleteQueue {
         /// The queue's id.
         id: u64,
@@ -256,7 +256,8 @@ impl Store {
                         counts
                             .retain_in(all, |_, _| false)
                             .map_err(|e| self.io(e))?;
-                        queues.remove(*id).map_err(|e| self.io(e))?;
+                        // The row stays until `tidy`, which keeps the highest: ids
+                        // are never reused.
                     }
                     Op::Durable { key, destination } => {
                         durables
@@ -327,15 +328,38 @@ impl Store {
         Ok((out, max_id))
     }
 
-    /// Forgets queues that hold no message (their ids are never reused), then
-    /// compacts the file when it is over `ratio` times larger than the data it holds
+    /// Forgets queues that hold no message (their ids are never reused), redelivery
+    /// counts whose message is gone, and messages whose queue is (neither can be
+    /// reached any more), then compacts the file when it is over `ratio` times larger than the data it holds
     /// (and over 64 MiB). Run at start, before the writer: compaction needs the file
     /// to itself. Returns the file sizes before and after when it compacted.
     pub fn tidy(&mut self, ratio: u64) -> Result<Option<(u64, u64)>, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         let live = {
             let mut queues = txn.open_table(QUEUES).map_err(|e| self.io(e))?;
-            let messages = txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
+            let mut messages = txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
+            let mut counts = txn.open_table(COUNTS).map_err(|e| self.io(e))?;
+            let known: std::collections::HashSet<u64> = queues
+                .iter()
+                .map_err(|e| self.io(e))?
+                .map(|e| e.map(|(id, _)| id.value()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.io(e))?;
+            messages
+                .retain(|(queue, _), _| known.contains(&queue))
+                .map_err(|e| self.io(e))?;
+            let orphans: Vec<(u64, u64)> = counts
+                .iter()
+                .map_err(|e| self.io(e))?
+                .map(|e| e.map(|(k, _)| k.value()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.io(e))?
+                .into_iter()
+                .filter(|k| !matches!(messages.get(*k), Ok(Some(_))))
+                .collect();
+            for k in orphans {
+                counts.remove(k).map_err(|e| self.io(e))?;
+            }
             let mut empty = Vec::new();
             for entry in queues.iter().map_err(|e| self.io(e))? {
                 let id = entry.map_err(|e| self.io(e))?.0.value();
@@ -355,6 +379,7 @@ impl Store {
             for id in empty.into_iter().filter(|id| Some(*id) != last) {
                 queues.remove(id).map_err(|e| self.io(e))?;
             }
+            drop((queues, messages, counts));
             let stats = txn.stats().map_err(|e| self.io(e))?;
             stats.stored_bytes() + stats.metadata_bytes()
         };
