@@ -689,3 +689,48 @@ async fn a_persistent_topic_send_without_receipt_is_not_overtaken() {
     assert_eq!(bodies(&take(&mut c, 50).await), expected);
     broker.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn limits_max_durable_subscriptions() {
+    let mut config = common::config();
+    config.limits.max_durable_subscriptions = 2;
+    let broker = start_with(config).await;
+    let mut c = connected_as(&broker, "app").await;
+    for i in 0..2 {
+        let sub = format!("id:{i}\ndestination:/topic/t{i}\ndurable-subscription-name:n{i}\n");
+        subscribe_with(&mut c, &sub).await;
+    }
+    c.send("SUBSCRIBE\nid:2\ndestination:/topic/t2\ndurable-subscription-name:n2\n\n")
+        .await;
+    let e = c.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("too many durable subscriptions (limit 2)")
+    );
+    broker.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn store_max_inflight_per_connection_bounds_the_pipeline() {
+    let dir = DataDir::new("inflight");
+    let mut config = dir.config();
+    config.store.max_inflight_per_connection = 1;
+    let broker = start_with(config).await;
+    let mut p = connected(&broker).await;
+    let sent = numbered("m", 200);
+    // Written all at once; with one allowed in flight, each waits for the one before.
+    send_all(&mut p, "/queue/one", "persistent:true\n", &sent).await;
+    let commits = broker
+        .handle
+        .metrics()
+        .store_commits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        commits >= 200,
+        "{commits} commits for 200 SENDs one at a time"
+    );
+    let mut c = connected(&broker).await;
+    c.subscribe("s", "/queue/one", "auto").await;
+    assert_eq!(bodies(&take(&mut c, 200).await), sent);
+    broker.handle.shutdown().await;
+}
