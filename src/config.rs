@@ -247,6 +247,25 @@ pub struct Queues {
     /// `x-message-ttl`; an earlier `expires` header still wins. Expired messages go to
     /// the dead-letter queue with `dead-letter-reason:expired`.
     pub message_ttl_ms: u64,
+    /// Per-queue settings, like RabbitMQ's policies: the first whose `pattern`
+    /// matches a queue's name overrides `message_ttl_ms` and `persistent_by_default`
+    /// for it.
+    pub policies: Vec<QueuePolicy>,
+}
+
+/// `[[queues.policies]]`: settings for the queues whose name matches `pattern`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePolicy {
+    /// The queue name after `/queue/`, with the topic wildcards: `orders.*` (one
+    /// word), `audit.#` (any number of words), or an exact name.
+    pub pattern: String,
+    /// Overrides `queues.message_ttl_ms` (0: no TTL).
+    #[serde(default)]
+    pub message_ttl_ms: Option<u64>,
+    /// Overrides `queues.persistent_by_default`.
+    #[serde(default)]
+    pub persistent_by_default: Option<bool>,
 }
 
 /// What a queue that is full (by depth or bytes) does with one more message.
@@ -274,6 +293,7 @@ impl Default for Queues {
             idle_delete_ms: 300_000,
             persistent_by_default: false,
             message_ttl_ms: 0,
+            policies: Vec::new(),
         }
     }
 }
@@ -618,6 +638,19 @@ impl Config {
                 key: "queues.dead_letter_prefix",
                 reason: "must be non-empty and contain no '/'".into(),
             });
+        }
+        for p in &self.queues.policies {
+            let words = p.pattern.split('.').count();
+            if p.pattern.is_empty() || words > self.limits.max_destination_words {
+                return Err(ConfigError::Invalid {
+                    key: "queues.policies",
+                    reason: format!(
+                        "pattern {:?} must be a non-empty queue name or pattern of at most \
+                         limits.max_destination_words words",
+                        p.pattern
+                    ),
+                });
+            }
         }
         let mut logins: Vec<&str> = self.auth.users.iter().map(|u| u.login.as_str()).collect();
         logins.sort_unstable();

@@ -734,3 +734,42 @@ async fn store_max_inflight_per_connection_bounds_the_pipeline() {
     assert_eq!(bodies(&take(&mut c, 200).await), sent);
     broker.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn queue_policies_set_persistence_and_ttl_per_queue() {
+    let dir = DataDir::new("policies");
+    let mut config = dir.config();
+    config.queues.policies = vec![
+        stompbox::config::QueuePolicy {
+            pattern: "orders.#".into(),
+            message_ttl_ms: None,
+            persistent_by_default: Some(true),
+        },
+        stompbox::config::QueuePolicy {
+            pattern: "short".into(),
+            message_ttl_ms: Some(100),
+            persistent_by_default: None,
+        },
+    ];
+    let broker = start_with(config.clone()).await;
+    let mut p = connected(&broker).await;
+    send_all(&mut p, "/queue/orders.eu.new", "", &["kept".into()]).await;
+    send_all(&mut p, "/queue/other", "", &["memory".into()]).await;
+    send_all(&mut p, "/queue/short", "", &["brief".into()]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = connected(&broker).await;
+    let (live, dead) = live_and_dead(&mut c, "short", 1).await;
+    assert!(live.is_empty());
+    assert_eq!(dead, [("brief".to_owned(), "expired".to_owned())]);
+    drop(c);
+    drop(p);
+    broker.handle.shutdown().await;
+
+    let broker = start_with(config).await;
+    let mut c = connected(&broker).await;
+    c.subscribe("o", "/queue/orders.eu.new", "auto").await;
+    c.subscribe("x", "/queue/other", "auto").await;
+    assert_eq!(bodies(&take(&mut c, 1).await), ["kept"]);
+    c.expect_silence(Duration::from_millis(300)).await;
+    broker.handle.shutdown().await;
+}

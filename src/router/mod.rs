@@ -171,6 +171,29 @@ pub struct RouterConfig {
     pub persistent_by_default: bool,
     /// `limits.max_durable_subscriptions`.
     pub max_durable_subscriptions: usize,
+    /// `queues.message_ttl_ms`.
+    pub message_ttl_ms: u64,
+    /// `[[queues.policies]]`, their patterns parsed.
+    pub policies: Vec<Policy>,
+}
+
+/// One `[[queues.policies]]` entry.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// A wildcard pattern, or `None` for an exact name.
+    pattern: Option<Pattern>,
+    exact: String,
+    message_ttl_ms: Option<u64>,
+    persistent_by_default: Option<bool>,
+}
+
+impl Policy {
+    fn matches(&self, name: &str) -> bool {
+        match &self.pattern {
+            Some(p) => p.matches(name),
+            None => self.exact == name,
+        }
+    }
 }
 
 impl RouterConfig {
@@ -193,6 +216,17 @@ impl RouterConfig {
             max_queues_per_connection: config.limits.max_queues_per_connection,
             persistent_by_default: queues.persistent_by_default,
             max_durable_subscriptions: config.limits.max_durable_subscriptions,
+            message_ttl_ms: queues.message_ttl_ms,
+            policies: queues
+                .policies
+                .iter()
+                .map(|p| Policy {
+                    pattern: Pattern::parse(&p.pattern),
+                    exact: p.pattern.clone(),
+                    message_ttl_ms: p.message_ttl_ms,
+                    persistent_by_default: p.persistent_by_default,
+                })
+                .collect(),
         }
     }
 }
@@ -575,9 +609,30 @@ impl Router {
     pub fn persists(&self, destination: &str, header: Option<&str>) -> bool {
         let wanted = match header {
             Some(v) => v.eq_ignore_ascii_case("true"),
-            None => self.inner.config.persistent_by_default,
+            None => self
+                .policy(destination)
+                .and_then(|p| p.persistent_by_default)
+                .unwrap_or(self.inner.config.persistent_by_default),
         };
         wanted && self.inner.store.is_some() && matches!(classify(destination), Ok(Kind::Queue))
+    }
+
+    /// The TTL of messages to the queue `destination`, in ms (0: none):
+    /// `queues.message_ttl_ms`, or its policy's.
+    pub fn message_ttl_ms(&self, destination: &str) -> u64 {
+        self.policy(destination)
+            .and_then(|p| p.message_ttl_ms)
+            .unwrap_or(self.inner.config.message_ttl_ms)
+    }
+
+    /// The first `[[queues.policies]]` entry for the queue `destination`.
+    fn policy(&self, destination: &str) -> Option<&Policy> {
+        let policies = &self.inner.config.policies;
+        if policies.is_empty() {
+            return None;
+        }
+        let name = destination.strip_prefix("/queue/")?;
+        policies.iter().find(|p| p.matches(name))
     }
 
     /// The store's writer, if there is a store.

@@ -432,7 +432,7 @@ impl Session {
             }
         }
         let (expires_ms, deliver_at_ms) = if destination.starts_with("/queue/") {
-            let ttl = self.shared.config.queues.message_ttl_ms;
+            let ttl = self.shared.router.message_ttl_ms(&destination);
             timing::timing(&headers, crate::router::now_ms, ttl)?
         } else {
             (0, 0)
