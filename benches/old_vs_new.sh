@@ -40,9 +40,16 @@ run() { # target messages scenario-args...
         --messages "$n" "$@" 2>/dev/null ||
         echo "{\"label\":\"$label\",\"scenario\":\"$1\",\"outcome\":\"failed\"}"
 }
+reversed=(
+    "${targets[1]}" "${targets[0]}" "${targets[3]}" "${targets[2]}"
+)
 for r in $(seq "$runs"); do
     echo "run $r/$runs" >&2
-    for t in "${targets[@]}"; do
+    # Every other repetition runs the new build first: on this machine the second of
+    # two back-to-back runs is often the slower one, which would otherwise always be
+    # the same build.
+    if [ $((r % 2)) -eq 0 ]; then order=("${reversed[@]}"); else order=("${targets[@]}"); fi
+    for t in "${order[@]}"; do
         run "$t" 200000 fanout --subscribers 10 --size 1024 --window 2
         run "$t" 300000 queue --producers 1 --consumers 1 --ack auto --size 128
         run "$t" 300000 queue --producers 1 --consumers 1 --ack client-individual --size 128

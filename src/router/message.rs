@@ -101,16 +101,15 @@ impl Message {
         self
     }
 
-    /// Its stored form.
-    pub fn record(&self) -> Record {
-        Record {
-            id: self.id.clone(),
-            destination: self.destination.clone(),
-            headers: self.headers.clone(),
-            body: self.body.clone(),
-            expires_ms: self.expires_ms,
-            deliver_at_ms: self.deliver_at_ms,
-        }
+    /// Its stored form without the body ([`crate::store::encode_head`]).
+    pub fn record_head(&self) -> Bytes {
+        crate::store::encode_head(
+            &self.id,
+            &self.destination,
+            &self.headers,
+            self.expires_ms,
+            self.deliver_at_ms,
+        )
     }
 
     /// A persistent message read back from the store.

@@ -425,8 +425,8 @@ impl RouterInner {
         }
         let targets = durables.matching(message);
         let store = self.store.as_ref().filter(|_| message.persistent);
-        // One record, shared by every durable queue it goes to.
-        let record = store.map(|_| message.record().encode());
+        // One record head, shared by every durable queue it goes to, as is the body.
+        let record = store.map(|_| message.record_head());
         let mut ops = Vec::new();
         let mut held = Vec::new();
         for queue in targets {
@@ -440,7 +440,8 @@ impl RouterInner {
                     ops.push(Op::Put {
                         queue: queue.store_id(store, self),
                         seq,
-                        record: record.clone(),
+                        head: record.clone(),
+                        body: message.body.clone(),
                     });
                     held.push((queue, permit, seq));
                 }
@@ -513,7 +514,8 @@ impl RouterInner {
             ops.push(Op::Put {
                 queue: dlq.store_id(store, self),
                 seq,
-                record: dead.record().encode(),
+                head: dead.record_head(),
+                body: dead.body.clone(),
             });
         }
         Some(DeadLetter {
@@ -688,7 +690,8 @@ impl Router {
                 let op = persistent.then(|| Op::Put {
                     queue: queue.store_id(store, &self.inner),
                     seq,
-                    record: message.record().encode(),
+                    head: message.record_head(),
+                    body: message.body.clone(),
                 });
                 Some(Staged {
                     queue,
@@ -775,7 +778,8 @@ impl Router {
                         ops.push(Op::Put {
                             queue: id,
                             seq,
-                            record: m.record,
+                            head: m.record,
+                            body: bytes::Bytes::new(),
                         });
                         if m.redeliveries > 0 {
                             ops.push(Op::Count {

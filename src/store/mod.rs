@@ -14,7 +14,7 @@
 mod record;
 mod writer;
 
-pub use record::{Record, RecordError};
+pub use record::{Record, RecordError, encode_head};
 pub use writer::{Done, GroupCommit};
 
 use std::path::{Path, PathBuf};
@@ -84,14 +84,17 @@ pub enum Op {
         /// Its name.
         name: String,
     },
-    /// Store a message.
+    /// Store a message: the encoded [`Record`] is `head` then `body`, kept apart so
+    /// that the body is shared with the message, not copied, until it is written.
     Put {
         /// The queue's id.
         queue: u64,
         /// Its place in the queue.
         seq: u64,
-        /// The encoded [`Record`].
-        record: Bytes,
+        /// The record without its body ([`Record::encode_head`]).
+        head: Bytes,
+        /// The body.
+        body: Bytes,
     },
     /// A message's redelivery count.
     Count {
@@ -225,14 +228,24 @@ impl Store {
             let mut messages = txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
             let mut counts = txn.open_table(COUNTS).map_err(|e| self.io(e))?;
             let mut durables = txn.open_table(DURABLES).map_err(|e| self.io(e))?;
+            // One record at a time is joined here, whatever the batch holds.
+            let mut value = Vec::new();
             for op in ops {
                 match op {
                     Op::Queue { id, name } => {
                         queues.insert(*id, name.as_str()).map_err(|e| self.io(e))?;
                     }
-                    Op::Put { queue, seq, record } => {
+                    Op::Put {
+                        queue,
+                        seq,
+                        head,
+                        body,
+                    } => {
+                        value.clear();
+                        value.extend_from_slice(head);
+                        value.extend_from_slice(body);
                         messages
-                            .insert((*queue, *seq), record.as_ref())
+                            .insert((*queue, *seq), value.as_slice())
                             .map_err(|e| self.io(e))?;
                     }
                     Op::Count {
@@ -412,7 +425,8 @@ mod tests {
         Op::Put {
             queue,
             seq,
-            record: Bytes::from_static(body.as_bytes()),
+            head: Bytes::from_static(&body.as_bytes()[..body.len() / 2]),
+            body: Bytes::from_static(&body.as_bytes()[body.len() / 2..]),
         }
     }
 

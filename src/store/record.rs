@@ -38,26 +38,20 @@ pub struct RecordError(&'static str);
 impl Record {
     /// The encoded record.
     pub fn encode(&self) -> Bytes {
-        let header_bytes: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| 8 + k.len() + v.len())
-            .sum();
-        let mut out = BytesMut::with_capacity(
-            1 + 16 + 12 + self.id.len() + self.destination.len() + header_bytes + self.body.len(),
-        );
-        out.put_u8(FORMAT);
-        out.put_u64_le(self.expires_ms);
-        out.put_u64_le(self.deliver_at_ms);
-        put_str(&mut out, &self.id);
-        put_str(&mut out, &self.destination);
-        out.put_u32_le(self.headers.len() as u32);
-        for (k, v) in self.headers.iter() {
-            put_str(&mut out, k);
-            put_str(&mut out, v);
-        }
+        let mut out = BytesMut::from(&self.encode_head()[..]);
         out.extend_from_slice(&self.body);
         out.freeze()
+    }
+
+    /// The encoded record without its body, which follows it (see [`encode_head`]).
+    pub fn encode_head(&self) -> Bytes {
+        encode_head(
+            &self.id,
+            &self.destination,
+            &self.headers,
+            self.expires_ms,
+            self.deliver_at_ms,
+        )
     }
 
     /// Reads a record back; the body is a slice of `bytes`.
@@ -87,6 +81,32 @@ impl Record {
             deliver_at_ms,
         })
     }
+}
+
+/// A record without its body, from a message's parts (no copy of them first): what
+/// a persistent message waiting for its commit holds besides the body it shares (the
+/// store's thread joins the two as it writes).
+pub fn encode_head(
+    id: &str,
+    destination: &str,
+    headers: &Headers,
+    expires_ms: u64,
+    deliver_at_ms: u64,
+) -> Bytes {
+    let header_bytes: usize = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out =
+        BytesMut::with_capacity(1 + 16 + 12 + id.len() + destination.len() + header_bytes);
+    out.put_u8(FORMAT);
+    out.put_u64_le(expires_ms);
+    out.put_u64_le(deliver_at_ms);
+    put_str(&mut out, id);
+    put_str(&mut out, destination);
+    out.put_u32_le(headers.len() as u32);
+    for (k, v) in headers.iter() {
+        put_str(&mut out, k);
+        put_str(&mut out, v);
+    }
+    out.freeze()
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
