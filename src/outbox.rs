@@ -307,20 +307,12 @@ impl OutboxTx {
             tokio::pin!(room);
             room.as_mut().enable();
             {
-                let mut st = self.0.lock();
+                let st = self.0.lock();
                 if st.closed {
                     return false;
                 }
                 if st.items.len() < self.0.max_frames {
-                    let was_empty = st.items.is_empty();
-                    st.bytes += item.wire_len();
-                    st.owned += item.owned_len();
-                    st.items.push_back(item);
-                    self.0.account(&mut st);
-                    drop(st);
-                    if was_empty {
-                        self.0.writer.notify_one();
-                    }
+                    self.enqueue(st, item);
                     return true;
                 }
             }
@@ -334,10 +326,16 @@ impl OutboxTx {
     /// so they are bounded by `store.max_inflight_per_connection` past the outbox's
     /// own bound.
     pub fn push_now(&self, item: Outgoing) -> bool {
-        let mut st = self.0.lock();
+        let st = self.0.lock();
         if st.closed {
             return false;
         }
+        self.enqueue(st, item);
+        true
+    }
+
+    /// Appends `item` (room already decided) and wakes the writer if it was idle.
+    fn enqueue(&self, mut st: MutexGuard<'_, State>, item: Outgoing) {
         let was_empty = st.items.is_empty();
         st.bytes += item.wire_len();
         st.owned += item.owned_len();
@@ -347,7 +345,6 @@ impl OutboxTx {
         if was_empty {
             self.0.writer.notify_one();
         }
-        true
     }
 
     /// Waits until an item of `len` bytes would fit; false if the writer is gone. Call
