@@ -528,11 +528,19 @@ async fn a_kill_during_compaction_loses_nothing() {
     let big = std::fs::metadata(&file).unwrap().len();
     assert!(big > 64 << 20, "{big}");
     let mut sizes = Vec::new();
-    for delay in [5, 30, 80, 150, 300, 600] {
+    // Ever later kills, until one finds the compaction finished (each start resumes
+    // it): small steps, so that kills land in it on a fast machine, growing, so that
+    // they reach it on a slow one, where the integrity check before it takes longer.
+    let delays = (0..60).map(|i: u64| 5 + i * 10 + i * i * 2);
+    for delay in delays {
         let b = Broker::spawn(&dir, port);
         std::thread::sleep(Duration::from_millis(delay));
         b.kill();
-        sizes.push((delay, std::fs::metadata(&file).unwrap().len()));
+        let size = std::fs::metadata(&file).unwrap().len();
+        sizes.push((delay, size));
+        if size < big / 4 {
+            break;
+        }
     }
     println!("file size after a kill at (ms, bytes): {sizes:?}");
     let broker = Broker::start(&dir, port).await;
