@@ -4,14 +4,20 @@
 //! session goes on reading: its RECEIPT is sent, and the message handed to the queue,
 //! by the store's thread once the batch is on disk ([`Router::persist`]). So one
 //! producer that sends with receipts keeps many messages in one commit instead of one
-//! commit per message. Order is kept by a barrier: any other frame first waits until
-//! every persistent SEND before it is on disk, so receipts come in frame order and a
-//! later non-persistent SEND cannot overtake an earlier persistent one. At most
-//! `store.max_inflight_per_connection` may be waiting for the disk at once.
+//! commit per message. Order is kept by a barrier: a frame that does not join the
+//! pipeline (see [`Session::pipelines`]) first waits until everything before it is on
+//! disk, so receipts come in frame order and a later non-persistent SEND cannot
+//! overtake an earlier persistent one. At most `store.max_inflight_per_connection`
+//! may be waiting for the disk at once, and the store's thread pushes a RECEIPT only
+//! for a frame handed over while the outbox had room (otherwise the frame waits, and
+//! its receipt is queued like any other), so a client that does not read cannot make
+//! receipts pile up.
 //!
-//! ACK and NACK settle at once; with a `receipt`, the RECEIPT waits until the batch
-//! that deletes (or counts) the settled records is on disk, so a receipted ACK is
-//! never undone by a crash.
+//! ACK and NACK settle at once and join the pipeline; with a `receipt`, the RECEIPT
+//! waits until the batch that deletes (or counts) the settled records is on disk, so a
+//! receipted ACK is never undone by a crash. A persistent topic SEND publishes at once
+//! and joins the pipeline too: its receipt waits for its durable subscriptions'
+//! writes.
 //!
 //! A failed commit fails the connection with ERROR naming the failure: the message was
 //! not accepted.
