@@ -379,16 +379,21 @@ impl Default for Auth {
 pub struct User {
     /// The `login` header value.
     pub login: String,
-    /// The `passcode` header value.
-    pub passcode: String,
+    /// The argon2id hash of the passcode, as `stompbox hash-password` prints it
+    /// (`$argon2id$v=19$m=19456,t=2,p=1$…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passcode_hash: Option<String>,
+    /// A plain-text passcode: refused at start (the key is read only to say so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passcode: Option<String>,
 }
 
-/// Hand-written so that passcodes never reach a log line.
+/// Hand-written so that passcodes and their hashes never reach a log line.
 impl fmt::Debug for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("User")
             .field("login", &self.login)
-            .field("passcode", &"<redacted>")
+            .field("passcode_hash", &"<redacted>")
             .finish()
     }
 }
@@ -652,6 +657,31 @@ impl Config {
                 });
             }
         }
+        for u in &self.auth.users {
+            if u.passcode.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.users.passcode",
+                    reason: format!(
+                        "plain-text passcodes are refused (user {:?}): put the output of \
+                         `stompbox hash-password` in passcode_hash instead",
+                        u.login
+                    ),
+                });
+            }
+            if !u
+                .passcode_hash
+                .as_deref()
+                .is_some_and(crate::auth::is_valid_hash)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "auth.users.passcode_hash",
+                    reason: format!(
+                        "user {:?} needs an argon2 PHC string from `stompbox hash-password`",
+                        u.login
+                    ),
+                });
+            }
+        }
         let mut logins: Vec<&str> = self.auth.users.iter().map(|u| u.login.as_str()).collect();
         logins.sort_unstable();
         if let Some(w) = logins.windows(2).find(|w| w[0] == w[1]) {
@@ -784,8 +814,27 @@ mod tests {
     fn passcodes_are_redacted_in_debug() {
         let user = User {
             login: "a".into(),
-            passcode: "hunter2".into(),
+            passcode_hash: Some("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
+            passcode: Some("hunter2".into()),
         };
-        assert!(!format!("{user:?}").contains("hunter2"));
+        let shown = format!("{user:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("argon2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn plain_text_passcodes_are_refused_naming_the_key() {
+        let plain = "[[auth.users]]\nlogin = \"guest\"\npasscode = \"guest\"\n";
+        let err = Config::from_toml(plain).unwrap_err().to_string();
+        assert!(err.contains("auth.users.passcode"), "{err}");
+        assert!(err.contains("hash-password"), "{err}");
+        let bad = "[[auth.users]]\nlogin = \"guest\"\npasscode_hash = \"guest\"\n";
+        let err = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(err.contains("auth.users.passcode_hash"), "{err}");
+        let hash = crate::auth::hash_with("guest", argon2::Params::new(8, 1, 1, None).unwrap());
+        let good = format!("[[auth.users]]\nlogin = \"guest\"\npasscode_hash = \"{hash}\"\n");
+        assert!(Config::from_toml(&good).is_ok());
     }
 }

@@ -35,7 +35,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 use tokio::net::TcpStream;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -44,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
 use crate::StartError;
-use crate::config::Auth;
+use crate::auth::Verifier;
 use crate::frame::{Headers, Version};
 use crate::router::{RouteError, Router};
 use crate::transport::ws::{self, WsSettings};
@@ -64,7 +63,7 @@ pub(crate) struct HttpSide {
     /// Whether `POST /api/publish` is served (`http.publish`).
     pub publish: bool,
     /// Users for HTTP Basic authentication of publishes.
-    pub auth: Auth,
+    pub verifier: Arc<Verifier>,
     /// `limits.max_body_bytes`, also the largest publish body.
     pub max_body_bytes: usize,
     /// `http.static_dir`, when set.
@@ -329,9 +328,9 @@ fn upgrade(
     resp
 }
 
-/// `auth` as for CONNECT: with users configured, HTTP Basic credentials must match
-/// one; otherwise anonymous publishing follows `auth.allow_anonymous`.
-fn authorized(req: &Request<Incoming>, auth: &Auth) -> bool {
+/// As for CONNECT (see `auth`): with users configured, HTTP Basic credentials must
+/// match one; otherwise anonymous publishing follows `auth.allow_anonymous`.
+async fn authorized(req: &Request<Incoming>, verifier: &Verifier) -> bool {
     let basic = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -340,22 +339,16 @@ fn authorized(req: &Request<Incoming>, auth: &Auth) -> bool {
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
         .and_then(|raw| String::from_utf8(raw).ok());
     let Some(credentials) = basic else {
-        return auth.allow_anonymous;
+        return verifier.check(None, "").await;
     };
     let Some((login, passcode)) = credentials.split_once(':') else {
         return false;
     };
-    if auth.users.is_empty() {
-        return auth.allow_anonymous;
-    }
-    auth.users
-        .iter()
-        .find(|u| u.login == login)
-        .is_some_and(|u| bool::from(u.passcode.as_bytes().ct_eq(passcode.as_bytes())))
+    verifier.check(Some(login), passcode).await
 }
 
 async fn publish(req: Request<Incoming>, side: &HttpSide) -> Response<Body> {
-    if !authorized(&req, &side.auth) {
+    if !authorized(&req, &side.verifier).await {
         let mut resp = text(
             StatusCode::UNAUTHORIZED,
             "bad or missing credentials".into(),

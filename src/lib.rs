@@ -77,6 +77,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod frame;
 mod http;
@@ -177,6 +178,12 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Opened>,
     }))
 }
 
+/// Whether the WebSocket listener at `ws_addr` can be reached from other machines
+/// while every browser origin may connect: worth a warning at start.
+fn exposed_to_any_origin(ws_addr: SocketAddr, any_origin: bool) -> bool {
+    any_origin && !ws_addr.ip().is_loopback()
+}
+
 /// Starts brokers.
 pub struct Broker;
 
@@ -194,6 +201,7 @@ impl Broker {
             addr: config.listeners.ws,
             source,
         })?;
+        let config_allows_any_origin = config.listeners.ws_allowed_origins.is_empty();
         let metrics = Arc::new(Metrics::default());
         let opened = open_store(&config, &metrics)?;
         let (store, stored) = match opened {
@@ -226,6 +234,7 @@ impl Broker {
             handshake_timeout: config.handshake_timeout(),
         });
         let shutdown = CancellationToken::new();
+        let verifier = Arc::new(auth::Verifier::new(&config.auth));
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         let http_permits = Arc::new(Semaphore::new(config.http.max_requests));
         let http = Arc::new(http::HttpSide {
@@ -234,7 +243,7 @@ impl Broker {
             ws: ws_settings,
             router: router.clone(),
             publish: config.http.publish,
-            auth: config.auth.clone(),
+            verifier: verifier.clone(),
             max_body_bytes: limits.max_body_bytes,
             static_dir,
             shutdown: shutdown.clone(),
@@ -244,6 +253,7 @@ impl Broker {
             config,
             router: router.clone(),
             shutdown: shutdown.clone(),
+            verifier,
         });
         let tracker = TaskTracker::new();
         tracker.spawn(router.clone().sweep_idle_until(shutdown.clone()));
@@ -264,6 +274,15 @@ impl Broker {
             tracker.clone(),
             Some(http),
         ));
+        if exposed_to_any_origin(ws_addr, config_allows_any_origin) {
+            // Any web page a visitor opens could then use the visitor's browser to
+            // connect (cross-site WebSocket hijacking).
+            tracing::warn!(
+                %ws_addr,
+                "the WebSocket listener is not on loopback and listeners.ws_allowed_origins is empty: \
+                 pages from any origin may connect; list the origins of your web apps"
+            );
+        }
         tracing::info!(%tcp_addr, %ws_addr, "stompbox listening");
         Ok(BrokerHandle {
             tcp_addr,
@@ -329,5 +348,21 @@ impl BrokerHandle {
             store_ops = Metrics::get(&m.store_ops),
             "stompbox stopped"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposed_to_any_origin;
+
+    #[test]
+    fn a_non_loopback_websocket_listener_without_an_origin_allowlist_is_flagged() {
+        let addr = |a: &str| a.parse().unwrap();
+        assert!(exposed_to_any_origin(addr("0.0.0.0:15674"), true));
+        assert!(exposed_to_any_origin(addr("[::]:15674"), true));
+        assert!(exposed_to_any_origin(addr("192.0.2.7:15674"), true));
+        assert!(!exposed_to_any_origin(addr("0.0.0.0:15674"), false));
+        assert!(!exposed_to_any_origin(addr("127.0.0.1:15674"), true));
+        assert!(!exposed_to_any_origin(addr("[::1]:15674"), true));
     }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use stompbox::{Broker, Config};
 
 /// A STOMP 1.0–1.2 message broker over TCP and WebSocket.
@@ -26,10 +26,29 @@ struct Args {
     /// Print the default configuration file and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Read a passcode on stdin (its first line) and print its argon2id hash, for
+    /// `passcode_hash` in `[[auth.users]]`.
+    HashPassword,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::HashPassword) = args.command {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the passcode from stdin")?;
+        let passcode = line.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!passcode.is_empty(), "no passcode on stdin");
+        println!("{}", stompbox::auth::hash_password(passcode));
+        return Ok(());
+    }
     if args.print_config {
         print!("{}", stompbox::config::DEFAULT_TOML);
         return Ok(());

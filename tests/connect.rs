@@ -95,18 +95,25 @@ async fn c5_host_missing_or_unknown_is_accepted() {
     }
 }
 
+/// A passcode hash as `stompbox hash-password` makes it, at a test's cost.
+fn hash(passcode: &str) -> String {
+    stompbox::auth::hash_with(passcode, argon2::Params::new(8, 1, 1, None).unwrap())
+}
+
 fn with_users() -> stompbox::Config {
     let mut cfg = config();
     cfg.auth.allow_anonymous = false;
     cfg.auth.users = vec![
         User {
             login: "alice".into(),
-            passcode: "secret".into(),
+            passcode_hash: Some(hash("secret")),
+            passcode: None,
         },
         // F4: CONNECT headers are not unescaped, so this passcode is taken literally.
         User {
             login: "bob".into(),
-            passcode: "p\\cw:x".into(),
+            passcode_hash: Some(hash("p\\cw:x")),
+            passcode: None,
         },
     ];
     cfg
@@ -287,4 +294,74 @@ async fn max_connections_holds_extra_clients_until_a_slot_frees() {
     first.expect(Command::Receipt).await;
     drop(first);
     second.expect(Command::Connected).await;
+}
+
+/// Runs the real binary with `args`, `stdin` on its standard input.
+fn run_binary(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stompbox"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn c6_hash_password_prints_a_hash_that_logs_in() {
+    let out = run_binary(&["hash-password"], "s3cret:with spaces\n");
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let printed = printed.trim();
+    assert!(printed.starts_with("$argon2id$"), "{printed}");
+    assert!(!printed.contains("s3cret"));
+    let mut cfg = config();
+    cfg.auth.allow_anonymous = false;
+    cfg.auth.users = vec![User {
+        login: "ops".into(),
+        passcode_hash: Some(printed.to_owned()),
+        passcode: None,
+    }];
+    let b = start_with(cfg).await;
+    let mut ok = Client::tcp(b.tcp()).await;
+    ok.send("CONNECT\naccept-version:1.2\nlogin:ops\npasscode:s3cret:with spaces\n\n")
+        .await;
+    ok.expect(Command::Connected).await;
+    let mut bad = Client::tcp(b.tcp()).await;
+    bad.send("CONNECT\naccept-version:1.2\nlogin:ops\npasscode:s3cret\n\n")
+        .await;
+    let e = bad.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("authentication failed: bad login or passcode")
+    );
+}
+
+#[test]
+fn c6_a_plain_text_passcode_in_the_config_stops_the_start_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("stompbox-plain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("broker.toml");
+    std::fs::write(
+        &file,
+        "[[auth.users]]\nlogin = \"guest\"\npasscode = \"hunter2\"\n",
+    )
+    .unwrap();
+    let out = run_binary(&["--config", file.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("auth.users.passcode"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the passcode is not echoed: {stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -34,6 +34,11 @@ async fn request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
     (status, text)
 }
 
+/// A passcode hash as `stompbox hash-password` makes it, at a test's cost.
+fn hash(passcode: &str) -> String {
+    stompbox::auth::hash_with(passcode, argon2::Params::new(8, 1, 1, None).unwrap())
+}
+
 fn with_publish() -> stompbox::Config {
     let mut cfg = config();
     cfg.http.publish = true;
@@ -118,7 +123,8 @@ async fn publish_takes_basic_auth_when_users_are_configured() {
     cfg.auth.allow_anonymous = false;
     cfg.auth.users = vec![User {
         login: "svc".into(),
-        passcode: "pw".into(),
+        passcode_hash: Some(hash("pw")),
+        passcode: None,
     }];
     let b = start_with(cfg).await;
     let addr = b.handle.ws_addr;

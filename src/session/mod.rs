@@ -22,7 +22,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
@@ -42,6 +41,8 @@ pub struct Shared {
     pub router: Router,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
+    /// The users, to check logins against.
+    pub verifier: Arc<crate::auth::Verifier>,
 }
 
 /// Headers a producer may not pass through to MESSAGE: the broker sets them, or they
@@ -298,7 +299,7 @@ impl Session {
                 heartbeat::parse(v).ok_or_else(|| SessionError::BadHeartbeat(v.to_owned()))?
             }
         };
-        let login = self.authenticate(frame)?;
+        let login = self.authenticate(frame).await?;
         let hb = &self.shared.config.heartbeat;
         let negotiated =
             heartbeat::negotiate(client_hb, (hb.send_ms, hb.recv_ms), hb.min_ms.max(1));
@@ -327,33 +328,15 @@ impl Session {
         Ok(Flow::Connected(version, negotiated))
     }
 
-    /// C6: with users configured, a `login` must match one (passcode compared in
-    /// constant time); without `login`, `auth.allow_anonymous` decides. With no users
-    /// configured any login is accepted as a name only.
-    fn authenticate<'f>(&self, frame: &'f Frame) -> Result<Option<&'f str>, SessionError> {
-        let auth = &self.shared.config.auth;
-        let Some(login) = frame.headers.get("login") else {
-            return if auth.allow_anonymous {
-                Ok(None)
-            } else {
-                Err(SessionError::AuthFailed)
-            };
-        };
-        if auth.users.is_empty() {
-            return if auth.allow_anonymous {
-                Ok(Some(login))
-            } else {
-                Err(SessionError::AuthFailed)
-            };
-        }
+    /// C6: with users configured, a `login` must match one and its passcode the
+    /// user's argon2 hash (checked off the async threads, see `auth`); without
+    /// `login`, `auth.allow_anonymous` decides. With no users configured any login is
+    /// accepted as a name only.
+    async fn authenticate<'f>(&self, frame: &'f Frame) -> Result<Option<&'f str>, SessionError> {
+        let login = frame.headers.get("login");
         let passcode = frame.headers.get("passcode").unwrap_or("");
-        let ok = auth
-            .users
-            .iter()
-            .find(|u| u.login == login)
-            .is_some_and(|u| bool::from(u.passcode.as_bytes().ct_eq(passcode.as_bytes())));
-        if ok {
-            Ok(Some(login))
+        if self.shared.verifier.check(login, passcode).await {
+            Ok(login)
         } else {
             Err(SessionError::AuthFailed)
         }
