@@ -20,7 +20,7 @@ ulimit -n "$(ulimit -Hn)"
 cleanup() { kill "${sb_pid:-}" "${relay_pid:-}" "${relay1_pid:-}" 2>/dev/null || true; }
 trap cleanup EXIT
 cfg=$(mktemp)
-printf '[limits]\nmax_connections = 100000\n' > "$cfg"
+printf '[limits]\nmax_connections = 100000\nmax_connections_per_address = 0\n' > "$cfg"
 target/release/stompbox --config "$cfg" 2>/dev/null &
 sb_pid=$!
 target/release/examples/ws_relay 127.0.0.1:15699 >/dev/null 2>&1 &

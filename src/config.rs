@@ -152,6 +152,12 @@ pub struct LimitsConfig {
     /// Queues one connection may create (that still exist): one client cannot use up
     /// `max_queues` for everyone.
     pub max_queues_per_connection: usize,
+    /// Connections (STOMP over TCP and WebSocket) from one source address; past it the
+    /// new connection gets ERROR and is closed. 0: unlimited.
+    pub max_connections_per_address: usize,
+    /// Frames a connection may send per second (over any one second, heart-beats
+    /// aside); past it the client gets ERROR and is closed. 0: unlimited.
+    pub max_frames_per_second: u32,
     /// Durable topic subscriptions in the broker: each keeps a queue while its
     /// subscriber is away, and every publish to a topic checks the wildcard ones.
     pub max_durable_subscriptions: usize,
@@ -185,6 +191,8 @@ impl Default for LimitsConfig {
             max_wildcard_subscriptions: 128,
             max_queues_per_connection: 1_000,
             max_durable_subscriptions: 10_000,
+            max_connections_per_address: 1_000,
+            max_frames_per_second: 0,
             max_held_frames: 128,
             linger_ms: 1_000,
         }
@@ -362,6 +370,11 @@ pub struct Auth {
     pub allow_anonymous: bool,
     /// Known users; a CONNECT with a `login` must match one of them.
     pub users: Vec<User>,
+    /// Failed logins one source address may make per `failed_login_window_ms`; then
+    /// its CONNECTs get ERROR without being checked until the window ends.
+    pub max_failed_logins: u32,
+    /// The window of `max_failed_logins`.
+    pub failed_login_window_ms: u64,
 }
 
 impl Default for Auth {
@@ -369,6 +382,8 @@ impl Default for Auth {
         Auth {
             allow_anonymous: true,
             users: Vec::new(),
+            max_failed_logins: 10,
+            failed_login_window_ms: 60_000,
         }
     }
 }
@@ -539,7 +554,15 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 31] = [
+        let positive: [(&'static str, u64); 33] = [
+            (
+                "auth.max_failed_logins",
+                u64::from(self.auth.max_failed_logins),
+            ),
+            (
+                "auth.failed_login_window_ms",
+                self.auth.failed_login_window_ms,
+            ),
             ("store.commit_batch", self.store.commit_batch as u64),
             (
                 "store.max_inflight_per_connection",

@@ -85,6 +85,7 @@ mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod outbox;
+pub mod peers;
 pub mod router;
 pub mod session;
 pub mod store;
@@ -249,11 +250,17 @@ impl Broker {
             shutdown: shutdown.clone(),
         });
         let drain = config.drain();
+        let peers = peers::Peers::new(
+            config.limits.max_connections_per_address,
+            config.auth.max_failed_logins,
+            Duration::from_millis(config.auth.failed_login_window_ms),
+        );
         let shared = Arc::new(Shared {
             config,
             router: router.clone(),
             shutdown: shutdown.clone(),
             verifier,
+            peers,
         });
         let tracker = TaskTracker::new();
         tracker.spawn(router.clone().sweep_idle_until(shutdown.clone()));

@@ -69,14 +69,14 @@ pub(crate) async fn accept_loop(
                 match http {
                     None => {
                         let (source, sink) = transport::tcp::split(stream);
-                        session::serve(source, sink, Version::V1_2, shared).await;
+                        session::serve(source, sink, Version::V1_2, shared, peer.ip()).await;
                     }
                     Some(http) => {
                         let served = crate::http::serve(stream, http).await;
                         // The HTTP permit goes; an upgrade holds a STOMP permit instead.
                         drop(permit);
                         if let Some((source, sink, cap, _stomp)) = served {
-                            session::serve(source, sink, cap, shared).await;
+                            session::serve(source, sink, cap, shared, peer.ip()).await;
                         }
                         metrics
                             .connections_open

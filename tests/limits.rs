@@ -719,3 +719,91 @@ async fn limits_max_held_frames() {
         assert_eq!(receipts, ["f1", "f2"]);
     }
 }
+
+const OTHER: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+#[tokio::test]
+async fn limits_max_connections_per_address() {
+    let mut cfg = config();
+    cfg.limits.max_connections_per_address = 2;
+    let b = start_with(cfg).await;
+    let first = connected(&b).await;
+    let _second = connected(&b).await;
+    let mut third = Client::tcp(b.tcp()).await;
+    let e = third.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("too many connections from your address (limit 2)")
+    );
+    // Another address carries on.
+    let mut other = Client::tcp_from(b.tcp(), OTHER).await;
+    other.connect().await;
+    // A slot given back is usable again.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    connected(&b).await;
+}
+
+#[tokio::test]
+async fn auth_max_failed_logins_locks_out_only_that_address() {
+    let mut cfg = config();
+    cfg.auth.allow_anonymous = false;
+    cfg.auth.max_failed_logins = 3;
+    cfg.auth.users = vec![stompbox::config::User {
+        login: "alice".into(),
+        passcode_hash: Some(stompbox::auth::hash_with(
+            "secret",
+            argon2::Params::new(8, 1, 1, None).unwrap(),
+        )),
+        passcode: None,
+    }];
+    let b = start_with(cfg).await;
+    let login = |pw: &str| format!("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:{pw}\n\n");
+    for _ in 0..3 {
+        let mut c = Client::tcp(b.tcp()).await;
+        c.send(&login("guess")).await;
+        let e = c.expect_error_and_close().await;
+        assert_eq!(
+            e.headers.get("message"),
+            Some("authentication failed: bad login or passcode")
+        );
+    }
+    // Even the right passcode is refused from this address for the window.
+    let mut c = Client::tcp(b.tcp()).await;
+    c.send(&login("secret")).await;
+    let e = c.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("too many failed logins from your address: try again later")
+    );
+    let mut other = Client::tcp_from(b.tcp(), OTHER).await;
+    other.send(&login("secret")).await;
+    other.expect(Command::Connected).await;
+}
+
+#[tokio::test]
+async fn limits_max_frames_per_second() {
+    let mut cfg = config();
+    cfg.limits.max_frames_per_second = 50;
+    let b = start_with(cfg).await;
+    // At 20 frames a second: fine.
+    let mut calm = connected(&b).await;
+    for i in 0..10 {
+        calm.send(&format!("SEND\ndestination:/queue/calm\nreceipt:{i}\n\nx"))
+            .await;
+        calm.until_receipt(&i.to_string()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 200 at once: over the second's worth.
+    let mut flood = connected(&b).await;
+    let frames = "SEND\ndestination:/queue/flood\n\nx\0".repeat(200);
+    flood.send_raw(frames.as_bytes()).await;
+    let e = flood.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("too many frames per second (limit 50)")
+    );
+    calm.send("SEND\ndestination:/queue/calm\nreceipt:after\n\nx")
+        .await;
+    calm.until_receipt("after").await;
+}

@@ -88,7 +88,16 @@ fn frame_error(e: FrameError) -> End {
 
 /// Serves one connection until it ends. `cap` is the highest STOMP version the
 /// transport allows (the WebSocket subprotocol; 1.2 on TCP).
-pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Shared>) {
+///
+/// A connection past `limits.max_connections_per_address` for `peer` gets ERROR at
+/// once and is closed.
+pub async fn serve(
+    mut source: Source,
+    sink: Sink,
+    cap: Version,
+    shared: Arc<Shared>,
+    peer: std::net::IpAddr,
+) {
     let config = &shared.config;
     let (tx, rx) = outbox_charged(
         config.outbox.max_frames,
@@ -115,8 +124,17 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
     // link closes, returning every unsettled delivery.
     let _stop_writer = stop_writer.clone().drop_guard();
     let mut session = Session::new(shared.clone(), id, link, cap, tx.clone(), kill.clone());
+    session.peer = Some(peer);
     let mut buf = BytesMut::new();
-    let end = read_loop(&mut session, &mut source, &mut buf, &shared, &kill).await;
+    // Held for the whole connection: dropping it gives the address's slot back.
+    let slot = shared.peers.connect(peer);
+    let end = match &slot {
+        Ok(_) => read_loop(&mut session, &mut source, &mut buf, &shared, &kill).await,
+        Err(limit) => End::error(
+            format!("too many connections from your address (limit {limit})"),
+            CloseReason::Policy,
+        ),
+    };
 
     // No more deliveries to this connection; what is unsettled is returned below, once
     // the writer is done, so nothing is both written here and redelivered elsewhere.
@@ -174,6 +192,37 @@ pub async fn serve(mut source: Source, sink: Sink, cap: Version, shared: Arc<Sha
     drop(session);
 }
 
+/// A token bucket: `per_second` frames a second, up to a second's worth at once.
+struct Bucket {
+    per_second: u32,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(per_second: u32, now: Instant) -> Bucket {
+        Bucket {
+            per_second,
+            tokens: f64::from(per_second),
+            at: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.per_second);
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A frame read while an earlier one waits, or the receipt of an ACK that overtook it.
 enum Held {
     Frame(Frame),
@@ -194,6 +243,8 @@ struct Reader {
     /// Frames (and heart-beats) parsed so far: when it moves, the partial frame in the
     /// buffer, if any, is a new one.
     parsed: u64,
+    /// `limits.max_frames_per_second`, when set.
+    rate: Option<Bucket>,
     connected: bool,
 }
 
@@ -272,6 +323,14 @@ impl Reader {
                 Ok(Some(Inbound::Heartbeat)) => self.parsed += 1,
                 Ok(Some(Inbound::Frame(frame))) => {
                     self.parsed += 1;
+                    if let Some(rate) = &mut self.rate
+                        && !rate.take(Instant::now())
+                    {
+                        return Err(End::error(
+                            format!("too many frames per second (limit {})", rate.per_second),
+                            CloseReason::Policy,
+                        ));
+                    }
                     return Ok(Some(frame));
                 }
                 Err(e) => return Err(frame_error(e)),
@@ -346,6 +405,8 @@ async fn read_loop(
         max_held_bytes: config.limits.max_body_bytes,
         recv_every: None,
         parsed: 0,
+        rate: (config.limits.max_frames_per_second > 0)
+            .then(|| Bucket::new(config.limits.max_frames_per_second, Instant::now())),
         connected: false,
     };
     // Input read but not yet a whole frame is held for the client: charged to the

@@ -36,6 +36,9 @@ pub enum SessionError {
     /// C6: bad login or passcode.
     #[error("authentication failed: bad login or passcode")]
     AuthFailed,
+    /// `auth.max_failed_logins` reached for this address.
+    #[error("too many failed logins from your address: try again later")]
+    TooManyFailedLogins,
     /// H1: malformed `heart-beat` header.
     #[error("invalid heart-beat header {0:?}: expected two integers 'cx,cy'")]
     BadHeartbeat(String),
@@ -113,7 +116,7 @@ impl SessionError {
     /// The WebSocket close code that fits.
     pub fn close_reason(&self) -> CloseReason {
         match self {
-            SessionError::AuthFailed => CloseReason::Policy,
+            SessionError::AuthFailed | SessionError::TooManyFailedLogins => CloseReason::Policy,
             SessionError::Route(
                 RouteError::QueueFull(_)
                 | RouteError::MemoryHigh

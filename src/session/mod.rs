@@ -43,6 +43,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// The users, to check logins against.
     pub verifier: Arc<crate::auth::Verifier>,
+    /// Connections and failed logins per source address.
+    pub peers: Arc<crate::peers::Peers>,
 }
 
 /// Headers a producer may not pass through to MESSAGE: the broker sets them, or they
@@ -123,6 +125,8 @@ pub struct Session {
     /// CONNECT's `client-id`: with a subscription name, it names a durable
     /// subscription (ActiveMQ, Artemis).
     client_id: Option<String>,
+    /// The client's address, for the failed-login limit.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Whether a destination is a wildcard topic subscription.
@@ -162,6 +166,7 @@ impl Session {
             txs: HashMap::new(),
             inflight: Arc::default(),
             client_id: None,
+            peer: None,
         }
     }
 
@@ -332,14 +337,28 @@ impl Session {
     /// user's argon2 hash (checked off the async threads, see `auth`); without
     /// `login`, `auth.allow_anonymous` decides. With no users configured any login is
     /// accepted as a name only.
+    ///
+    /// An address with `auth.max_failed_logins` failures in its window is refused
+    /// without a check. A failure is logged with the login (never the passcode); the
+    /// connection's span carries the address.
     async fn authenticate<'f>(&self, frame: &'f Frame) -> Result<Option<&'f str>, SessionError> {
         let login = frame.headers.get("login");
         let passcode = frame.headers.get("passcode").unwrap_or("");
-        if self.shared.verifier.check(login, passcode).await {
-            Ok(login)
-        } else {
-            Err(SessionError::AuthFailed)
+        let peers = &self.shared.peers;
+        let now = std::time::Instant::now();
+        if let Some(ip) = self.peer
+            && !peers.login_allowed(ip, now)
+        {
+            return Err(SessionError::TooManyFailedLogins);
         }
+        if self.shared.verifier.check(login, passcode).await {
+            return Ok(login);
+        }
+        tracing::warn!(login = login.unwrap_or(""), "login failed");
+        if let Some(ip) = self.peer {
+            peers.login_failed(ip, now);
+        }
+        Err(SessionError::AuthFailed)
     }
 
     /// `/temp-queue/NAME` (no further `/`) is this connection's own temp queue, routed

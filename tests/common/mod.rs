@@ -102,6 +102,16 @@ impl Client {
         }
     }
 
+    /// A TCP client whose socket is bound to `local` first (another loopback address,
+    /// such as 127.0.0.2, to be a different source address).
+    pub async fn tcp_from(addr: SocketAddr, local: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind the client address");
+        Client::new(Io::Tcp(socket.connect(addr).await.expect("tcp connect")))
+    }
+
     pub async fn tcp(addr: SocketAddr) -> Client {
         Client::new(Io::Tcp(
             TcpStream::connect(addr).await.expect("tcp connect"),
