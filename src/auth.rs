@@ -142,6 +142,7 @@ mod tests {
                 passcode_hash: Some(cheap("secret")),
                 passcode: None,
             }],
+            ..Auth::default()
         };
         let v = Verifier::new(&auth);
         assert!(v.check(Some("alice"), "secret").await);
