@@ -375,6 +375,26 @@ pub struct Auth {
     pub max_failed_logins: u32,
     /// The window of `max_failed_logins`.
     pub failed_login_window_ms: u64,
+    /// Who may read (SUBSCRIBE), write (SEND) and create (first use of a queue)
+    /// which destinations; empty: everyone may do everything (see `acl`).
+    pub acls: Vec<AclRule>,
+}
+
+/// `[[auth.acls]]`: what some users may do on some destinations.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// Logins the rule is for; `"*"` is anyone, anonymous included.
+    pub users: Vec<String>,
+    /// Destination patterns they may SUBSCRIBE to (`/topic/prices.#`).
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Destination patterns they may SEND to.
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Queue patterns they may create by first use.
+    #[serde(default)]
+    pub create: Vec<String>,
 }
 
 impl Default for Auth {
@@ -384,6 +404,7 @@ impl Default for Auth {
             users: Vec::new(),
             max_failed_logins: 10,
             failed_login_window_ms: 60_000,
+            acls: Vec::new(),
         }
     }
 }
@@ -676,6 +697,24 @@ impl Config {
                         "pattern {:?} must be a non-empty queue name or pattern of at most \
                          limits.max_destination_words words",
                         p.pattern
+                    ),
+                });
+            }
+        }
+        for rule in &self.auth.acls {
+            let bad = rule
+                .read
+                .iter()
+                .chain(&rule.write)
+                .chain(&rule.create)
+                .find(|p| !crate::acl::Acl::valid_pattern(p));
+            if rule.users.is_empty() || bad.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.acls",
+                    reason: format!(
+                        "every rule needs users, and patterns like /queue/NAME or /topic/a.* \
+                         (got users {:?}, pattern {:?})",
+                        rule.users, bad
                     ),
                 });
             }

@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
 use crate::StartError;
+use crate::acl::{Acl, Permission};
 use crate::auth::Verifier;
 use crate::frame::{Headers, Version};
 use crate::router::{RouteError, Router};
@@ -64,6 +65,8 @@ pub(crate) struct HttpSide {
     pub publish: bool,
     /// Users for HTTP Basic authentication of publishes.
     pub verifier: Arc<Verifier>,
+    /// Who may publish where.
+    pub acl: Acl,
     /// `limits.max_body_bytes`, also the largest publish body.
     pub max_body_bytes: usize,
     /// `http.static_dir`, when set.
@@ -330,7 +333,8 @@ fn upgrade(
 
 /// As for CONNECT (see `auth`): with users configured, HTTP Basic credentials must
 /// match one; otherwise anonymous publishing follows `auth.allow_anonymous`.
-async fn authorized(req: &Request<Incoming>, verifier: &Verifier) -> bool {
+/// Returns the login (`Some(None)`: anonymous), or `None` when refused.
+async fn authorized(req: &Request<Incoming>, verifier: &Verifier) -> Option<Option<String>> {
     let basic = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -339,16 +343,17 @@ async fn authorized(req: &Request<Incoming>, verifier: &Verifier) -> bool {
         .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
         .and_then(|raw| String::from_utf8(raw).ok());
     let Some(credentials) = basic else {
-        return verifier.check(None, "").await;
+        return verifier.check(None, "").await.then_some(None);
     };
-    let Some((login, passcode)) = credentials.split_once(':') else {
-        return false;
-    };
-    verifier.check(Some(login), passcode).await
+    let (login, passcode) = credentials.split_once(':')?;
+    verifier
+        .check(Some(login), passcode)
+        .await
+        .then(|| Some(login.to_owned()))
 }
 
 async fn publish(req: Request<Incoming>, side: &HttpSide) -> Response<Body> {
-    if !authorized(&req, &side.verifier).await {
+    let Some(login) = authorized(&req, &side.verifier).await else {
         let mut resp = text(
             StatusCode::UNAUTHORIZED,
             "bad or missing credentials".into(),
@@ -358,7 +363,7 @@ async fn publish(req: Request<Incoming>, side: &HttpSide) -> Response<Body> {
             HeaderValue::from_static("Basic realm=\"stompbox\""),
         );
         return resp;
-    }
+    };
     let destination = req
         .uri()
         .query()
@@ -367,6 +372,24 @@ async fn publish(req: Request<Incoming>, side: &HttpSide) -> Response<Body> {
     let Some(destination) = destination else {
         return text(StatusCode::BAD_REQUEST, "missing ?destination=".into());
     };
+    // The same ACLs as a STOMP SEND: write, and create for a queue not there yet.
+    let user = login.as_deref();
+    let refused = [Permission::Write, Permission::Create]
+        .into_iter()
+        .find(|p| match p {
+            Permission::Create => {
+                destination.starts_with("/queue/")
+                    && !side.router.has_queue(&destination)
+                    && !side.acl.allows(user, *p, &destination)
+            }
+            _ => !side.acl.allows(user, *p, &destination),
+        });
+    if let Some(p) = refused {
+        return text(
+            StatusCode::FORBIDDEN,
+            format!("permission denied: {p} on {destination}"),
+        );
+    }
     let mut headers = Headers::new();
     if let Some(ct) = req
         .headers()

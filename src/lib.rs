@@ -77,6 +77,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod auth;
 pub mod config;
 pub mod frame;
@@ -245,6 +246,7 @@ impl Broker {
             router: router.clone(),
             publish: config.http.publish,
             verifier: verifier.clone(),
+            acl: acl::Acl::new(&config.auth.acls),
             max_body_bytes: limits.max_body_bytes,
             static_dir,
             shutdown: shutdown.clone(),
@@ -255,12 +257,14 @@ impl Broker {
             config.auth.max_failed_logins,
             Duration::from_millis(config.auth.failed_login_window_ms),
         );
+        let acl = acl::Acl::new(&config.auth.acls);
         let shared = Arc::new(Shared {
             config,
             router: router.clone(),
             shutdown: shutdown.clone(),
             verifier,
             peers,
+            acl: acl.clone(),
         });
         let tracker = TaskTracker::new();
         tracker.spawn(router.clone().sweep_idle_until(shutdown.clone()));

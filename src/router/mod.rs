@@ -1225,6 +1225,15 @@ impl Router {
         self.inner.schedule.run(stop).await;
     }
 
+    /// Whether the queue `name` exists (for the `create` permission).
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.inner
+            .queues
+            .read()
+            .expect("router lock poisoned")
+            .contains_key(name)
+    }
+
     /// The queue named `name`, if it exists (for tests and the admin side).
     pub fn queue_depth(&self, name: &str) -> Option<usize> {
         self.inner

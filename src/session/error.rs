@@ -96,6 +96,14 @@ pub enum SessionError {
     /// The router refused a destination or a full queue timed out.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// An ACL refused the frame.
+    #[error("permission denied: {permission} on {destination}")]
+    PermissionDenied {
+        /// What the frame asked.
+        permission: crate::acl::Permission,
+        /// Where.
+        destination: String,
+    },
     /// A durable subscription name without CONNECT's `client-id`.
     #[error("a durable subscription name needs a client-id header on CONNECT")]
     DurableNeedsClientId,
@@ -116,7 +124,9 @@ impl SessionError {
     /// The WebSocket close code that fits.
     pub fn close_reason(&self) -> CloseReason {
         match self {
-            SessionError::AuthFailed | SessionError::TooManyFailedLogins => CloseReason::Policy,
+            SessionError::AuthFailed
+            | SessionError::TooManyFailedLogins
+            | SessionError::PermissionDenied { .. } => CloseReason::Policy,
             SessionError::Route(
                 RouteError::QueueFull(_)
                 | RouteError::MemoryHigh

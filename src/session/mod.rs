@@ -25,6 +25,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
+use crate::acl::Permission;
 use crate::config::Config;
 use crate::frame::{Command, Frame, Headers, Version, encode};
 use crate::outbox::{OutboxTx, Outgoing};
@@ -45,6 +46,8 @@ pub struct Shared {
     pub verifier: Arc<crate::auth::Verifier>,
     /// Connections and failed logins per source address.
     pub peers: Arc<crate::peers::Peers>,
+    /// Who may do what where.
+    pub acl: crate::acl::Acl,
 }
 
 /// Headers a producer may not pass through to MESSAGE: the broker sets them, or they
@@ -127,6 +130,8 @@ pub struct Session {
     client_id: Option<String>,
     /// The client's address, for the failed-login limit.
     pub peer: Option<std::net::IpAddr>,
+    /// The login it authenticated as, for ACLs (`None`: anonymous).
+    login: Option<String>,
 }
 
 /// Whether a destination is a wildcard topic subscription.
@@ -167,6 +172,7 @@ impl Session {
             inflight: Arc::default(),
             client_id: None,
             peer: None,
+            login: None,
         }
     }
 
@@ -305,6 +311,7 @@ impl Session {
             }
         };
         let login = self.authenticate(frame).await?;
+        self.login = login.map(str::to_owned);
         let hb = &self.shared.config.heartbeat;
         let negotiated =
             heartbeat::negotiate(client_hb, (hb.send_ms, hb.recv_ms), hb.min_ms.max(1));
@@ -361,6 +368,30 @@ impl Session {
         Err(SessionError::AuthFailed)
     }
 
+    /// `permission` on `destination` (see `acl`), and `create` too when it is a queue
+    /// that does not exist yet: its first use creates it.
+    fn authorize_use(&self, permission: Permission, destination: &str) -> Result<(), SessionError> {
+        let acl = &self.shared.acl;
+        if acl.is_open() {
+            return Ok(());
+        }
+        let user = self.login.as_deref();
+        let denied = |permission| SessionError::PermissionDenied {
+            permission,
+            destination: destination.to_owned(),
+        };
+        if !acl.allows(user, permission, destination) {
+            return Err(denied(permission));
+        }
+        if destination.starts_with("/queue/")
+            && !self.shared.router.has_queue(destination)
+            && !acl.allows(user, Permission::Create, destination)
+        {
+            return Err(denied(Permission::Create));
+        }
+        Ok(())
+    }
+
     /// `/temp-queue/NAME` (no further `/`) is this connection's own temp queue, routed
     /// as `/temp-queue/<session>/NAME`; longer names are already routable.
     fn resolve(&self, destination: &str) -> String {
@@ -374,6 +405,7 @@ impl Session {
 
     fn send(&mut self, frame: Frame) -> Result<Flow, SessionError> {
         let destination = self.resolve(header(&frame, "destination")?);
+        self.authorize_use(Permission::Write, &destination)?;
         if let Some(tx) = frame.headers.get("transaction") {
             // Checked now, so that a bad destination fails the SEND, not the COMMIT;
             // outside a transaction, routing checks it.
@@ -454,6 +486,7 @@ impl Session {
 
     fn subscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let destination = self.resolve(header(frame, "destination")?);
+        self.authorize_use(Permission::Read, &destination)?;
         // STOMP 1.0 made `id` optional; such subscriptions are known by destination.
         let id = match (frame.headers.get("id"), self.version()) {
             (Some(id), _) => id.to_owned(),
