@@ -70,6 +70,8 @@ pub struct Config {
     pub runtime: Runtime,
     /// Where persistent messages are kept.
     pub store: Store,
+    /// The TLS listeners' certificate.
+    pub tls: Tls,
 }
 
 /// `[listeners]`
@@ -88,6 +90,10 @@ pub struct Listeners {
     /// `https://app.example.com`); empty allows any. Requests without `Origin` come from
     /// non-browser clients and are always allowed.
     pub ws_allowed_origins: Vec<String>,
+    /// STOMP over TLS (`[tls]` certificate), e.g. `0.0.0.0:61614`; empty: off.
+    pub tcp_tls: String,
+    /// STOMP over WebSocket over TLS (`wss://`), e.g. `0.0.0.0:15673`; empty: off.
+    pub wss: String,
 }
 
 impl Default for Listeners {
@@ -98,6 +104,50 @@ impl Default for Listeners {
             ws_path: "/ws".into(),
             ws_message_type: WsMessageType::Binary,
             ws_allowed_origins: Vec::new(),
+            tcp_tls: String::new(),
+            wss: String::new(),
+        }
+    }
+}
+
+impl Listeners {
+    /// `tcp_tls` and `wss`, parsed (`None` when off).
+    pub fn tls_addrs(&self) -> Result<(Option<SocketAddr>, Option<SocketAddr>), ConfigError> {
+        let parse = |key: &'static str, v: &str| -> Result<Option<SocketAddr>, ConfigError> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            v.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                key,
+                reason: format!("{v:?} is not an address like 0.0.0.0:61614"),
+            })
+        };
+        Ok((
+            parse("listeners.tcp_tls", &self.tcp_tls)?,
+            parse("listeners.wss", &self.wss)?,
+        ))
+    }
+}
+
+/// `[tls]`: the certificate of the TLS listeners.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// The certificate chain, PEM, leaf first.
+    pub cert_chain: String,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// How often the two files are checked for a renewal (they are also reloaded on
+    /// SIGHUP).
+    pub reload_check_ms: u64,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert_chain: String::new(),
+            key: String::new(),
+            reload_check_ms: 5_000,
         }
     }
 }
@@ -700,6 +750,16 @@ impl Config {
                     ),
                 });
             }
+        }
+        let (tcp_tls, wss) = self.listeners.tls_addrs()?;
+        if (tcp_tls.is_some() || wss.is_some())
+            && (self.tls.cert_chain.is_empty() || self.tls.key.is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                key: "tls.cert_chain",
+                reason: "listeners.tcp_tls and listeners.wss need tls.cert_chain and tls.key"
+                    .into(),
+            });
         }
         for rule in &self.auth.acls {
             let bad = rule

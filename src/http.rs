@@ -35,7 +35,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -103,10 +102,13 @@ type Upgrade = (OnUpgrade, Version, OwnedSemaphorePermit);
 
 /// Serves HTTP on `stream` until it upgrades to WebSocket (returning the STOMP
 /// transport halves and version cap) or closes (returning `None`).
-pub(crate) async fn serve(
-    stream: TcpStream,
+pub(crate) async fn serve<S>(
+    stream: S,
     side: Arc<HttpSide>,
-) -> Option<(Source, Sink, Version, OwnedSemaphorePermit)> {
+) -> Option<(Source, Sink, Version, OwnedSemaphorePermit)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (stream, written, read) = Counted::with_reads(stream);
     let (tx, rx) = oneshot::channel::<Upgrade>();
     let tx = Arc::new(Mutex::new(Some(tx)));

@@ -90,6 +90,7 @@ pub mod peers;
 pub mod router;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -132,6 +133,12 @@ pub enum StartError {
     /// start without the messages it promised to keep.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// A listener setting is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// A stored message could not be read back.
     #[error("store {path}: {source}")]
     Record {
@@ -204,6 +211,26 @@ impl Broker {
             source,
         })?;
         let config_allows_any_origin = config.listeners.ws_allowed_origins.is_empty();
+        // The TLS listeners, when configured: bound now, served below.
+        let (tcp_tls, wss) = config.listeners.tls_addrs()?;
+        let tls = match (tcp_tls, wss) {
+            (None, None) => None,
+            _ => Some(tls::Tls::load(
+                std::path::Path::new(&config.tls.cert_chain),
+                std::path::Path::new(&config.tls.key),
+            )?),
+        };
+        let bind_tls = |addr: Option<SocketAddr>| -> Result<_, StartError> {
+            let Some(addr) = addr else { return Ok(None) };
+            let l = listener::bind(addr)?;
+            let bound = l
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            Ok(Some((l, bound)))
+        };
+        let tcp_tls = bind_tls(tcp_tls)?;
+        let wss = bind_tls(wss)?;
+        let tls_reload = Duration::from_millis(config.tls.reload_check_ms);
         let metrics = Arc::new(Metrics::default());
         let opened = open_store(&config, &metrics)?;
         let (store, stored) = match opened {
@@ -276,7 +303,35 @@ impl Broker {
             permits.clone(),
             tracker.clone(),
             None,
+            None,
         ));
+        let tcp_tls_addr = tcp_tls.as_ref().map(|(_, a)| *a);
+        let wss_addr = wss.as_ref().map(|(_, a)| *a);
+        if let (Some((l, _)), Some(tls)) = (tcp_tls, &tls) {
+            tracker.spawn(listener::accept_loop(
+                l,
+                Kind::Tcp,
+                shared.clone(),
+                permits.clone(),
+                tracker.clone(),
+                None,
+                Some(tls.clone()),
+            ));
+        }
+        if let (Some((l, _)), Some(tls)) = (wss, &tls) {
+            tracker.spawn(listener::accept_loop(
+                l,
+                Kind::Ws,
+                shared.clone(),
+                http_permits.clone(),
+                tracker.clone(),
+                Some(http.clone()),
+                Some(tls.clone()),
+            ));
+        }
+        if let Some(tls) = tls {
+            tracker.spawn(tls.watch(tls_reload, shutdown.clone()));
+        }
         tracker.spawn(listener::accept_loop(
             ws,
             Kind::Ws,
@@ -284,6 +339,7 @@ impl Broker {
             http_permits,
             tracker.clone(),
             Some(http),
+            None,
         ));
         if exposed_to_any_origin(ws_addr, config_allows_any_origin) {
             // Any web page a visitor opens could then use the visitor's browser to
@@ -294,10 +350,12 @@ impl Broker {
                  pages from any origin may connect; list the origins of your web apps"
             );
         }
-        tracing::info!(%tcp_addr, %ws_addr, "stompbox listening");
+        tracing::info!(%tcp_addr, %ws_addr, ?tcp_tls_addr, ?wss_addr, "stompbox listening");
         Ok(BrokerHandle {
             tcp_addr,
             ws_addr,
+            tcp_tls_addr,
+            wss_addr,
             shutdown,
             tracker,
             router,
@@ -313,6 +371,10 @@ pub struct BrokerHandle {
     pub tcp_addr: SocketAddr,
     /// The bound WebSocket address (path from `listeners.ws_path`).
     pub ws_addr: SocketAddr,
+    /// The bound STOMP-over-TLS address, if `listeners.tcp_tls` is set.
+    pub tcp_tls_addr: Option<SocketAddr>,
+    /// The bound `wss://` address, if `listeners.wss` is set.
+    pub wss_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     router: Router,

@@ -23,6 +23,7 @@ use crate::frame::Version;
 use crate::http::HttpSide;
 use crate::metrics::Metrics;
 use crate::session::{self, Shared};
+use crate::tls::Tls;
 use crate::transport::{self, Kind};
 
 /// Runs one accept loop until shutdown.
@@ -33,6 +34,7 @@ pub(crate) async fn accept_loop(
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     http: Option<Arc<HttpSide>>,
+    tls: Option<Arc<Tls>>,
 ) {
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -60,19 +62,45 @@ pub(crate) async fn accept_loop(
         let metrics = shared.router.metrics().clone();
         Metrics::inc(&metrics.connections_total);
         Metrics::inc(&metrics.connections_open);
-        let span = tracing::info_span!("conn", %peer, transport = kind.as_str(), session = Empty, login = Empty);
+        let transport = match (kind, &tls) {
+            (Kind::Tcp, None) => "tcp",
+            (Kind::Tcp, Some(_)) => "tls",
+            (Kind::Ws, None) => "ws",
+            (Kind::Ws, Some(_)) => "wss",
+        };
+        let span = tracing::info_span!("conn", %peer, transport, session = Empty, login = Empty);
         let shared = shared.clone();
         let http = http.clone();
+        let tls = tls.clone();
         tracker.spawn(
             async move {
                 tracing::debug!("accepted");
-                match http {
-                    None => {
+                let stream = match tls {
+                    None => Ok(stream),
+                    Some(tls) => match handshake(stream, &tls, http.is_some(), &shared).await {
+                        Some(tls_stream) => Err(tls_stream),
+                        None => {
+                            metrics
+                                .connections_open
+                                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
+                    },
+                };
+                match (http, stream) {
+                    (None, Ok(stream)) => {
                         let (source, sink) = transport::tcp::split(stream);
                         session::serve(source, sink, Version::V1_2, shared, peer.ip()).await;
                     }
-                    Some(http) => {
-                        let served = crate::http::serve(stream, http).await;
+                    (None, Err(tls_stream)) => {
+                        let (source, sink) = transport::tcp::split_tls(tls_stream);
+                        session::serve(source, sink, Version::V1_2, shared, peer.ip()).await;
+                    }
+                    (Some(http), stream) => {
+                        let served = match stream {
+                            Ok(plain) => crate::http::serve(plain, http).await,
+                            Err(tls_stream) => crate::http::serve(tls_stream, http).await,
+                        };
                         // The HTTP permit goes; an upgrade holds a STOMP permit instead.
                         drop(permit);
                         if let Some((source, sink, cap, _stomp)) = served {
@@ -93,6 +121,48 @@ pub(crate) async fn accept_loop(
             }
             .instrument(span),
         );
+    }
+}
+
+/// The TLS handshake, within `limits.handshake_timeout_ms`. A client that speaks
+/// plain text to a TLS port (its first byte is not a TLS handshake record) is told so
+/// in its own protocol — a STOMP ERROR, or an HTTP 400 on the `wss` port — and closed.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    tls: &Tls,
+    http: bool,
+    shared: &Shared,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt;
+    let deadline = shared.config.handshake_timeout();
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(deadline, stream.peek(&mut first)).await;
+    if !matches!(peeked, Ok(Ok(1))) {
+        return None;
+    }
+    // 0x16: a TLS handshake record.
+    if first[0] != 0x16 {
+        let mut stream = stream;
+        let reply: &[u8] = if http {
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 40\r\nconnection: close\r\n\r\nthis port speaks TLS: connect with wss://"
+        } else {
+            b"ERROR\nmessage:this port speaks STOMP over TLS: connect with TLS\ncontent-length:0\n\n\0"
+        };
+        let _ = tokio::time::timeout(deadline, stream.write_all(reply)).await;
+        let _ = stream.shutdown().await;
+        tracing::debug!("plain text on a TLS port: refused");
+        return None;
+    }
+    match tokio::time::timeout(deadline, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(cause = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
     }
 }
 

@@ -63,6 +63,8 @@ pub enum Error {
 pub enum Source {
     /// TCP.
     Tcp(tcp::TcpSource),
+    /// STOMP over TLS.
+    Tls(tcp::TlsSource),
     /// WebSocket.
     Ws(ws::WsSource),
 }
@@ -72,6 +74,7 @@ impl Source {
     pub async fn read(&mut self, buf: &mut BytesMut) -> ReadEvent {
         match self {
             Source::Tcp(s) => s.read(buf).await,
+            Source::Tls(s) => s.read(buf).await,
             Source::Ws(s) => s.read(buf).await,
         }
     }
@@ -81,6 +84,8 @@ impl Source {
 pub enum Sink {
     /// TCP.
     Tcp(tcp::TcpSink),
+    /// STOMP over TLS.
+    Tls(tcp::TlsSink),
     /// WebSocket.
     Ws(ws::WsSink),
 }
@@ -90,6 +95,10 @@ impl Sink {
     pub async fn frame(&mut self, frame: &Bytes) -> Result<(), Error> {
         match self {
             Sink::Tcp(s) => {
+                s.push(frame);
+                Ok(())
+            }
+            Sink::Tls(s) => {
                 s.push(frame);
                 Ok(())
             }
@@ -106,6 +115,10 @@ impl Sink {
                 s.message(head, tail, body);
                 Ok(())
             }
+            Sink::Tls(s) => {
+                s.message(head, tail, body);
+                Ok(())
+            }
             Sink::Ws(s) => s.message(head, tail, body).await,
         }
     }
@@ -117,6 +130,10 @@ impl Sink {
                 s.push(&Bytes::from_static(b"\n"));
                 Ok(())
             }
+            Sink::Tls(s) => {
+                s.push(&Bytes::from_static(b"\n"));
+                Ok(())
+            }
             Sink::Ws(s) => s.heartbeat().await,
         }
     }
@@ -125,6 +142,7 @@ impl Sink {
     pub fn progress(&self) -> Progress {
         match self {
             Sink::Tcp(s) => s.progress.clone(),
+            Sink::Tls(s) => s.progress.clone(),
             Sink::Ws(s) => s.progress.clone(),
         }
     }
@@ -133,6 +151,7 @@ impl Sink {
     pub async fn flush(&mut self) -> Result<(), Error> {
         match self {
             Sink::Tcp(s) => s.flush().await,
+            Sink::Tls(s) => s.flush().await,
             Sink::Ws(s) => s.flush().await,
         }
     }
@@ -142,6 +161,7 @@ impl Sink {
     pub async fn close(&mut self, reason: CloseReason) -> Result<(), Error> {
         match self {
             Sink::Tcp(s) => s.close().await,
+            Sink::Tls(s) => s.close().await,
             Sink::Ws(s) => s.close(reason).await,
         }
     }

@@ -4,9 +4,10 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::server::TlsStream;
 
 use super::{Counted, Error, Progress, ReadEvent, Sink, Source};
 
@@ -24,6 +25,38 @@ pub fn split(stream: TcpStream) -> (Source, Sink) {
         }),
     )
 }
+
+/// Splits a TLS connection (STOMP over TLS) into its two halves.
+pub fn split_tls(stream: TlsStream<TcpStream>) -> (Source, Sink) {
+    let (r, w) = tokio::io::split(stream);
+    let (half, progress) = Counted::new(w);
+    (
+        Source::Tls(TlsSource(r)),
+        Sink::Tls(TcpSink {
+            half,
+            pieces: VecDeque::new(),
+            small: BytesMut::new(),
+            progress,
+        }),
+    )
+}
+
+/// TLS read half: decrypted bytes are read into the buffer (a TLS connection keeps
+/// its 16 KiB read buffer while idle: rustls decrypts whole records).
+pub struct TlsSource(ReadHalf<TlsStream<TcpStream>>);
+
+impl TlsSource {
+    pub(super) async fn read(&mut self, buf: &mut BytesMut) -> ReadEvent {
+        buf.reserve(16 * 1024);
+        match self.0.read_buf(buf).await {
+            Ok(0) | Err(_) => ReadEvent::Closed,
+            Ok(_) => ReadEvent::Data,
+        }
+    }
+}
+
+/// The write half of a STOMP-over-TLS connection.
+pub type TlsSink = TcpSink<WriteHalf<TlsStream<TcpStream>>>;
 
 /// TCP read half.
 pub struct TcpSource(OwnedReadHalf);
@@ -57,8 +90,8 @@ impl TcpSource {
 /// encodings) are written from the shared `Bytes` they already are, so a message
 /// fanned out to many TCP subscribers is never copied per subscriber — a slow one
 /// holds a reference, not a copy.
-pub struct TcpSink {
-    half: Counted<OwnedWriteHalf>,
+pub struct TcpSink<W = OwnedWriteHalf> {
+    half: Counted<W>,
     /// What the next flush writes, in order.
     pieces: VecDeque<Bytes>,
     /// Small pieces gathered since the last large one.
@@ -73,7 +106,7 @@ const GATHER_BELOW: usize = 2048;
 /// At most this many buffers per `writev` (Linux allows 1024).
 const MAX_IOVECS: usize = 64;
 
-impl TcpSink {
+impl<W: AsyncWrite + Unpin> TcpSink<W> {
     /// A MESSAGE's parts and its NUL: a small one is gathered with one reservation; a
     /// large body is queued as it is.
     pub(super) fn message(&mut self, head: &Bytes, tail: &Bytes, body: &Bytes) {
