@@ -91,6 +91,7 @@ fn covers(p: &[String], d: &[&str]) -> bool {
 #[derive(Clone, Debug)]
 struct Rule {
     users: Vec<String>,
+    roles: Vec<String>,
     read: Vec<DestPattern>,
     write: Vec<DestPattern>,
     create: Vec<DestPattern>,
@@ -111,6 +112,7 @@ impl Acl {
                 .iter()
                 .map(|r| Rule {
                     users: r.users.clone(),
+                    roles: r.roles.clone(),
                     read: parse(&r.read),
                     write: parse(&r.write),
                     create: parse(&r.create),
@@ -131,12 +133,27 @@ impl Acl {
 
     /// Whether `user` (`None`: anonymous) may do `permission` on `destination`.
     pub fn allows(&self, user: Option<&str>, permission: Permission, destination: &str) -> bool {
+        self.allows_with_roles(user, &[], permission, destination)
+    }
+
+    /// [`Acl::allows`] for a user with token roles: a rule applies when it names the
+    /// user or one of the roles.
+    pub fn allows_with_roles(
+        &self,
+        user: Option<&str>,
+        roles: &[String],
+        permission: Permission,
+        destination: &str,
+    ) -> bool {
         if self.rules.is_empty() || destination.starts_with("/temp-queue/") {
             return true;
         }
         self.rules
             .iter()
-            .filter(|r| r.users.iter().any(|u| u == "*" || Some(u.as_str()) == user))
+            .filter(|r| {
+                r.users.iter().any(|u| u == "*" || Some(u.as_str()) == user)
+                    || r.roles.iter().any(|role| roles.contains(role))
+            })
             .any(|r| {
                 let patterns = match permission {
                     Permission::Read => &r.read,
@@ -159,6 +176,7 @@ mod tests {
             read: v(read),
             write: v(write),
             create: v(create),
+            roles: Vec::new(),
         }
     }
 

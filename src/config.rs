@@ -428,6 +428,56 @@ pub struct Auth {
     /// Who may read (SUBSCRIBE), write (SEND) and create (first use of a queue)
     /// which destinations; empty: everyone may do everything (see `acl`).
     pub acls: Vec<AclRule>,
+    /// JSON Web Tokens as credentials (see `jwt`).
+    pub jwt: Jwt,
+}
+
+/// `[auth.jwt]`: tokens in CONNECT's `passcode` (or a `token` header), verified
+/// against these keys; off while no key is configured.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Jwt {
+    /// HS256 shared secrets.
+    pub hs256_secrets: Vec<String>,
+    /// RS256 or ES256 public keys: PEM files.
+    pub public_key_files: Vec<String>,
+    /// Required `aud` ("": not checked).
+    pub audience: String,
+    /// Required `iss` ("": not checked).
+    pub issuer: String,
+    /// The claim naming the user.
+    pub user_claim: String,
+    /// The claim listing the user's roles (matched by `[[auth.acls]] roles`).
+    pub roles_claim: String,
+    /// How long a connection stays up after its token expires without a refresh
+    /// (SEND to `/sys/auth`), before ERROR `token expired`.
+    pub expiry_grace_ms: u64,
+}
+
+impl Default for Jwt {
+    fn default() -> Self {
+        Jwt {
+            hs256_secrets: Vec::new(),
+            public_key_files: Vec::new(),
+            audience: String::new(),
+            issuer: String::new(),
+            user_claim: "sub".into(),
+            roles_claim: "roles".into(),
+            expiry_grace_ms: 30_000,
+        }
+    }
+}
+
+/// Hand-written so that secrets never reach a log line.
+impl fmt::Debug for Jwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Jwt")
+            .field("hs256_secrets", &self.hs256_secrets.len())
+            .field("public_key_files", &self.public_key_files)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
 }
 
 /// `[[auth.acls]]`: what some users may do on some destinations.
@@ -445,6 +495,9 @@ pub struct AclRule {
     /// Queue patterns they may create by first use.
     #[serde(default)]
     pub create: Vec<String>,
+    /// Token roles the rule is also for (`auth.jwt.roles_claim`).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl Default for Auth {
@@ -455,6 +508,7 @@ impl Default for Auth {
             max_failed_logins: 10,
             failed_login_window_ms: 60_000,
             acls: Vec::new(),
+            jwt: Jwt::default(),
         }
     }
 }
@@ -768,7 +822,7 @@ impl Config {
                 .chain(&rule.write)
                 .chain(&rule.create)
                 .find(|p| !crate::acl::Acl::valid_pattern(p));
-            if rule.users.is_empty() || bad.is_some() {
+            if (rule.users.is_empty() && rule.roles.is_empty()) || bad.is_some() {
                 return Err(ConfigError::Invalid {
                     key: "auth.acls",
                     reason: format!(

@@ -82,6 +82,7 @@ pub mod auth;
 pub mod config;
 pub mod frame;
 mod http;
+pub mod jwt;
 mod listener;
 pub mod memory;
 pub mod metrics;
@@ -139,6 +140,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// An `[auth.jwt]` key could not be loaded.
+    #[error("auth.jwt: {0}")]
+    Jwt(String),
     /// A stored message could not be read back.
     #[error("store {path}: {source}")]
     Record {
@@ -285,6 +289,9 @@ impl Broker {
             Duration::from_millis(config.auth.failed_login_window_ms),
         );
         let acl = acl::Acl::new(&config.auth.acls);
+        let jwt = jwt::Verifier::new(&config.auth.jwt)
+            .map_err(StartError::Jwt)?
+            .map(Arc::new);
         let shared = Arc::new(Shared {
             config,
             router: router.clone(),
@@ -292,6 +299,7 @@ impl Broker {
             verifier,
             peers,
             acl: acl.clone(),
+            jwt,
         });
         let tracker = TaskTracker::new();
         tracker.spawn(router.clone().sweep_idle_until(shutdown.clone()));

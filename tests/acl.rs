@@ -25,6 +25,7 @@ fn rule(users: &[&str], read: &[&str], write: &[&str], create: &[&str]) -> AclRu
         read: v(read),
         write: v(write),
         create: v(create),
+        roles: Vec::new(),
     }
 }
 

@@ -449,6 +449,7 @@ async fn read_loop(
         } else {
             Some(connect_deadline)
         };
+        let token_deadline = session.token_deadline().map(Instant::from_std);
         let end = tokio::select! {
             done = async { waiting.as_mut().expect("checked").until.as_mut().await }, if waiting.is_some() => {
                 let receipt = waiting.take().and_then(|w| w.receipt);
@@ -500,6 +501,9 @@ async fn read_loop(
                     // Frames completed since it was armed: re-armed above.
                     _ => None,
                 }
+            }
+            _ = sleep_until(token_deadline.unwrap_or(last_read)), if token_deadline.is_some() => {
+                Some(End::error("token expired", CloseReason::Policy))
             }
             _ = shared.shutdown.cancelled() => Some(shutting_down()),
             _ = kill.cancelled() => Some(slow_consumer()),

@@ -36,6 +36,9 @@ pub enum SessionError {
     /// C6: bad login or passcode.
     #[error("authentication failed: bad login or passcode")]
     AuthFailed,
+    /// A token was refused or expired; the text says which.
+    #[error("{0}")]
+    Token(String),
     /// `auth.max_failed_logins` reached for this address.
     #[error("too many failed logins from your address: try again later")]
     TooManyFailedLogins,
@@ -125,6 +128,7 @@ impl SessionError {
     pub fn close_reason(&self) -> CloseReason {
         match self {
             SessionError::AuthFailed
+            | SessionError::Token(_)
             | SessionError::TooManyFailedLogins
             | SessionError::PermissionDenied { .. } => CloseReason::Policy,
             SessionError::Route(

@@ -48,6 +48,8 @@ pub struct Shared {
     pub peers: Arc<crate::peers::Peers>,
     /// Who may do what where.
     pub acl: crate::acl::Acl,
+    /// Token verification, when `[auth.jwt]` has keys.
+    pub jwt: Option<Arc<crate::jwt::Verifier>>,
 }
 
 /// Headers a producer may not pass through to MESSAGE: the broker sets them, or they
@@ -132,6 +134,10 @@ pub struct Session {
     pub peer: Option<std::net::IpAddr>,
     /// The login it authenticated as, for ACLs (`None`: anonymous).
     login: Option<String>,
+    /// Its token's roles, for ACLs.
+    roles: Vec<String>,
+    /// When its token (if it logged in with one) has expired past the grace.
+    token_deadline: Option<std::time::Instant>,
 }
 
 /// Whether a destination is a wildcard topic subscription.
@@ -173,6 +179,8 @@ impl Session {
             client_id: None,
             peer: None,
             login: None,
+            roles: Vec::new(),
+            token_deadline: None,
         }
     }
 
@@ -310,8 +318,8 @@ impl Session {
                 heartbeat::parse(v).ok_or_else(|| SessionError::BadHeartbeat(v.to_owned()))?
             }
         };
-        let login = self.authenticate(frame).await?;
-        self.login = login.map(str::to_owned);
+        self.authenticate(frame).await?;
+        let login = self.login.clone();
         let hb = &self.shared.config.heartbeat;
         let negotiated =
             heartbeat::negotiate(client_hb, (hb.send_ms, hb.recv_ms), hb.min_ms.max(1));
@@ -319,8 +327,8 @@ impl Session {
         self.client_id = frame.headers.get("client-id").map(str::to_owned);
         let span = Span::current();
         span.record("session", &*self.id);
-        if let Some(login) = login {
-            span.record("login", login);
+        if let Some(login) = &login {
+            span.record("login", login.as_str());
         }
         // H5: we advertise what makes the client arrive at the intervals we use, and the
         // writer really sends at the negotiated rate.
@@ -348,7 +356,10 @@ impl Session {
     /// An address with `auth.max_failed_logins` failures in its window is refused
     /// without a check. A failure is logged with the login (never the passcode); the
     /// connection's span carries the address.
-    async fn authenticate<'f>(&self, frame: &'f Frame) -> Result<Option<&'f str>, SessionError> {
+    ///
+    /// With `[auth.jwt]` keys, a `token` header or a passcode that is a JWT is checked
+    /// as a token instead: the user and roles come from its claims.
+    async fn authenticate(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let login = frame.headers.get("login");
         let passcode = frame.headers.get("passcode").unwrap_or("");
         let peers = &self.shared.peers;
@@ -358,14 +369,73 @@ impl Session {
         {
             return Err(SessionError::TooManyFailedLogins);
         }
+        let token = frame
+            .headers
+            .get("token")
+            .or_else(|| Some(passcode).filter(|p| crate::jwt::looks_like_token(p)));
+        if let (Some(jwt), Some(token)) = (&self.shared.jwt, token) {
+            match jwt.verify(token) {
+                Ok(identity) => {
+                    self.accept_token(identity);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "token login failed");
+                    if let Some(ip) = self.peer {
+                        peers.login_failed(ip, now);
+                    }
+                    return Err(SessionError::Token(e.to_string()));
+                }
+            }
+        }
         if self.shared.verifier.check(login, passcode).await {
-            return Ok(login);
+            self.login = login.map(str::to_owned);
+            return Ok(());
         }
         tracing::warn!(login = login.unwrap_or(""), "login failed");
         if let Some(ip) = self.peer {
             peers.login_failed(ip, now);
         }
         Err(SessionError::AuthFailed)
+    }
+
+    /// Takes a verified token's user, roles and expiry (plus `auth.jwt.expiry_grace_ms`).
+    fn accept_token(&mut self, identity: crate::jwt::Identity) {
+        let grace = std::time::Duration::from_millis(self.shared.config.auth.jwt.expiry_grace_ms);
+        let now_s = crate::router::now_ms() / 1000;
+        let left = std::time::Duration::from_secs(identity.exp.saturating_sub(now_s));
+        self.token_deadline = Some(std::time::Instant::now() + left + grace);
+        self.login = Some(identity.user);
+        self.roles = identity.roles;
+    }
+
+    /// When the connection's token, not refreshed, ends it.
+    pub fn token_deadline(&self) -> Option<std::time::Instant> {
+        self.token_deadline
+    }
+
+    /// SEND to `/sys/auth`: the body (or a `token` header) is a new token for the same
+    /// user, replacing the old one.
+    fn refresh_token(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let Some(jwt) = self.shared.jwt.clone() else {
+            return Err(SessionError::Token(
+                "no token authentication configured".into(),
+            ));
+        };
+        let token = match frame.headers.get("token") {
+            Some(t) => t.to_owned(),
+            None => String::from_utf8_lossy(&frame.body).trim().to_owned(),
+        };
+        let identity = jwt
+            .verify(&token)
+            .map_err(|e| SessionError::Token(e.to_string()))?;
+        if self.token_deadline.is_none() || Some(&identity.user) != self.login.as_ref() {
+            return Err(SessionError::Token(
+                "token refused: a refresh must be for the user the connection logged in as with a token".into(),
+            ));
+        }
+        self.accept_token(identity);
+        Ok(())
     }
 
     /// `permission` on `destination` (see `acl`), and `create` too when it is a queue
@@ -380,12 +450,12 @@ impl Session {
             permission,
             destination: destination.to_owned(),
         };
-        if !acl.allows(user, permission, destination) {
+        if !acl.allows_with_roles(user, &self.roles, permission, destination) {
             return Err(denied(permission));
         }
         if destination.starts_with("/queue/")
             && !self.shared.router.has_queue(destination)
-            && !acl.allows(user, Permission::Create, destination)
+            && !acl.allows_with_roles(user, &self.roles, Permission::Create, destination)
         {
             return Err(denied(Permission::Create));
         }
@@ -404,6 +474,10 @@ impl Session {
     }
 
     fn send(&mut self, frame: Frame) -> Result<Flow, SessionError> {
+        if header(&frame, "destination")? == "/sys/auth" {
+            self.refresh_token(&frame)?;
+            return Ok(Flow::Continue);
+        }
         let destination = self.resolve(header(&frame, "destination")?);
         self.authorize_use(Permission::Write, &destination)?;
         if let Some(tx) = frame.headers.get("transaction") {

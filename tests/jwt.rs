@@ -1,0 +1,149 @@
+//! JWT logins: a token in CONNECT's passcode (or a `token` header) verified against an
+//! HS256 secret; forged, expired and wrong-audience tokens refused with a clear
+//! reason; roles from claims in ACLs; refresh through `/sys/auth` keeps a connection
+//! past its first token's expiry, and a connection that does not refresh is closed with
+//! ERROR `token expired`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::json;
+use stompbox::config::AclRule;
+use stompbox::frame::Command;
+
+const SECRET: &str = "test-secret-of-enough-length-for-hs256";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(secret: &str, claims: serde_json::Value) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn valid(user: &str, roles: &[&str], lifetime_s: u64) -> String {
+    token(
+        SECRET,
+        json!({"sub": user, "roles": roles, "aud": "stompbox", "exp": now() + lifetime_s}),
+    )
+}
+
+fn jwt_config() -> stompbox::Config {
+    let mut cfg = config();
+    cfg.auth.allow_anonymous = false;
+    cfg.auth.jwt.hs256_secrets = vec![SECRET.into()];
+    cfg.auth.jwt.audience = "stompbox".into();
+    cfg.auth.jwt.expiry_grace_ms = 300;
+    cfg.auth.acls = vec![AclRule {
+        roles: vec!["reader".into()],
+        read: vec!["/topic/news.*".into()],
+        ..AclRule::default()
+    }];
+    cfg
+}
+
+async fn connect_with(b: &TestBroker, passcode: &str) -> Client {
+    let mut c = Client::tcp(b.tcp()).await;
+    c.send(&format!(
+        "CONNECT\naccept-version:1.2\nhost:x\npasscode:{passcode}\n\n"
+    ))
+    .await;
+    c
+}
+
+#[tokio::test]
+async fn tokens_are_checked_and_refused_with_a_reason() {
+    let b = start_with(jwt_config()).await;
+    let mut ok = connect_with(&b, &valid("ann", &["reader"], 60)).await;
+    ok.expect(Command::Connected).await;
+    // Roles from the token reach the ACLs.
+    ok.subscribe("n", "/topic/news.eu", "auto").await;
+    ok.send("SEND\ndestination:/topic/news.eu\n\nx").await;
+    let e = ok.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("permission denied: write on /topic/news.eu")
+    );
+
+    let cases = [
+        (
+            token(
+                "another-secret-entirely-for-forgery!!",
+                json!({"sub": "ann", "aud": "stompbox", "exp": now() + 60}),
+            ),
+            "token refused: InvalidSignature",
+        ),
+        (
+            token(
+                SECRET,
+                json!({"sub": "ann", "aud": "stompbox", "exp": now() - 120}),
+            ),
+            "token expired",
+        ),
+        (
+            token(
+                SECRET,
+                json!({"sub": "ann", "aud": "elsewhere", "exp": now() + 60}),
+            ),
+            "token refused: InvalidAudience",
+        ),
+    ];
+    for (t, message) in cases {
+        let mut c = connect_with(&b, &t).await;
+        let e = c.expect_error_and_close().await;
+        assert_eq!(e.headers.get("message"), Some(message));
+    }
+    b.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refreshed_token_keeps_the_connection_and_an_unrefreshed_one_ends_it() {
+    let b = start_with(jwt_config()).await;
+    // Both tokens expire in 2 s (+ 0.3 s grace).
+    let mut refreshes = connect_with(&b, &valid("ann", &["reader"], 2)).await;
+    refreshes.expect(Command::Connected).await;
+    let mut lapses = connect_with(&b, &valid("bob", &["reader"], 2)).await;
+    lapses.expect(Command::Connected).await;
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let fresh = valid("ann", &["reader"], 60);
+    refreshes
+        .send(&format!(
+            "SEND\ndestination:/sys/auth\nreceipt:r\n\n{fresh}"
+        ))
+        .await;
+    refreshes.until_receipt("r").await;
+
+    let e = lapses.expect_error_and_close().await;
+    assert_eq!(e.headers.get("message"), Some("token expired"));
+
+    // Past the first token's expiry and grace: still up.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    refreshes.subscribe("n", "/topic/news.eu", "auto").await;
+
+    // A refresh for another user is refused.
+    let other = valid("mallory", &["reader"], 60);
+    refreshes
+        .send(&format!("SEND\ndestination:/sys/auth\n\n{other}"))
+        .await;
+    let e = refreshes.expect_error_and_close().await;
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap()
+            .starts_with("token refused: a refresh must be for the user"),
+        "{e:?}"
+    );
+    b.handle.shutdown().await;
+}
