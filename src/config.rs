@@ -485,6 +485,7 @@ impl fmt::Debug for Jwt {
 #[serde(deny_unknown_fields)]
 pub struct AclRule {
     /// Logins the rule is for; `"*"` is anyone, anonymous included.
+    #[serde(default)]
     pub users: Vec<String>,
     /// Destination patterns they may SUBSCRIBE to (`/topic/prices.#`).
     #[serde(default)]
