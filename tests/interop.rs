@@ -1,4 +1,5 @@
-//! Interop smoke tests with real clients nobody here wrote: `stomp.py` over TCP and
+//! Interop smoke tests with real clients nobody here wrote: `stomp.py` over TCP (and
+//! over TLS, verifying a certificate made at test time) and
 //! `@stomp/stompjs` (in Node, with the `ws` package as its WebSocket) over WebSocket,
 //! both with their default settings, against the broker started in-process.
 //!
@@ -63,4 +64,31 @@ async fn stompjs_over_websocket() {
     let mut cmd = Command::new("node");
     cmd.arg("tests/interop/stompjs_smoke.mjs").arg(b.ws_url());
     run(cmd).await;
+}
+
+#[tokio::test]
+async fn stomp_py_over_tls() {
+    let python = root().join(".interop/python");
+    require(&python.join("stomp"));
+    let dir = std::env::temp_dir().join(format!("stompbox-interop-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let mut cfg = config();
+    cfg.listeners.tcp_tls = "127.0.0.1:0".into();
+    cfg.tls.cert_chain = cert.to_string_lossy().into_owned();
+    cfg.tls.key = key.to_string_lossy().into_owned();
+    let b = start_with(cfg).await;
+    let addr = b.handle.tcp_tls_addr.unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.env("PYTHONPATH", &python)
+        .arg("tests/interop/stomp_py_tls.py")
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(&cert);
+    run(cmd).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
