@@ -372,3 +372,55 @@ async fn stompjs_one_second_heartbeats_detect_dead_links_within_3_s() {
     );
     b.handle.shutdown().await;
 }
+
+/// Issue 11: @stomp/stompjs in Chromium over `wss://` (a certificate made at test
+/// time), logging in with a JWT as its passcode. The page that refreshes its token
+/// through `/sys/auth` stays connected past the first token's expiry; the one that
+/// does not is closed with ERROR `token expired`.
+#[tokio::test]
+async fn stompjs_over_wss_refreshes_its_token_and_a_page_that_does_not_is_closed() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let site = root().join("tests/browser");
+    require_browser_tools(&site);
+    let dir = std::env::temp_dir().join(format!("stompbox-browser-wss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let secret = "browser-test-secret-long-enough-for-hs256";
+    let mut cfg = serving(&site);
+    cfg.listeners.wss = "127.0.0.1:0".into();
+    cfg.tls.cert_chain = cert.to_string_lossy().into_owned();
+    cfg.tls.key = key.to_string_lossy().into_owned();
+    cfg.auth.allow_anonymous = false;
+    cfg.auth.jwt.hs256_secrets = vec![secret.into()];
+    cfg.auth.jwt.expiry_grace_ms = 500;
+    let b = start_with(cfg).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mint = |exp: u64| {
+        encode(
+            &Header::default(),
+            &serde_json::json!({"sub": "page", "exp": exp}),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let (short, long) = (mint(now + 3), mint(now + 120));
+    let base = format!("http://{}", b.handle.ws_addr);
+    let wss = format!("wss://localhost:{}/ws", b.handle.wss_addr.unwrap().port());
+    let stdout = Driver::spawn(&["token", &base, &wss, &short, &long, "4500"])
+        .succeeds()
+        .await;
+    assert!(
+        stdout
+            .iter()
+            .any(|l| l == "REFRESHED true ALIVE true EXPIRED token expired"),
+        "{stdout:?}"
+    );
+    b.handle.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

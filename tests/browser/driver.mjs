@@ -12,6 +12,11 @@
 //       ways) connects to WS_URL. Prints `PHASE connected N` on its Nth connection
 //       and `SILENT_MS n AT t` once stompjs reports a broker silent for n ms, t being
 //       the wall clock (ms since the epoch) when it did.
+//   node tests/browser/driver.mjs token BASE_URL WSS_URL SHORT LONG WAIT_MS
+//       Loads BASE_URL/token.html: two stompjs clients log in over wss:// (the
+//       test's own certificate, so certificate errors are ignored) with the short
+//       token; one refreshes it through /sys/auth and must still round-trip a message
+//       WAIT_MS later, the other must get ERROR "token expired".
 //   node tests/browser/driver.mjs chat BASE_URL [SCREENSHOT.png]
 //       Opens the chat example (examples/chat) in several pages and checks that
 //       they see each other's lines and an honest "users connected" count.
@@ -56,12 +61,13 @@ async function finish(ok, reason) {
 
 setTimeout(() => finish(false, `driver timed out after ${OVERALL_TIMEOUT_MS} ms`), OVERALL_TIMEOUT_MS).unref();
 
-async function launch() {
+async function launch(ignoreHTTPSErrors = false) {
   profile = mkdtempSync(join(tmpdir(), 'stompbox-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     args: ARGS,
+    ignoreHTTPSErrors,
     viewport: { width: 640, height: 520 },
   });
 }
@@ -127,6 +133,31 @@ async function heartbeat(base, ws) {
       console.log(`SILENT_MS ${hb.silentMs} AT ${hb.detectedAt}`);
       console.error(`page log:\n  ${hb.log.join('\n  ')}`);
       return finish(true);
+    }
+    await sleep(50);
+  }
+}
+
+async function token(base, wss, short, long, wait) {
+  const page = await context.newPage();
+  const errors = [];
+  watch(page, 'page', errors);
+  const url = `${base}/token.html?wss=${encodeURIComponent(wss)}&short=${short}&long=${long}&wait=${wait}`;
+  const response = await page.goto(url);
+  if (!response?.ok()) return finish(false, `GET ${base}/token.html answered ${response?.status()}`);
+  const until = Date.now() + Number(wait) + 10000;
+  for (;;) {
+    const tk = await page.evaluate(() => window.tk);
+    if (errors.length) return finish(false, errors.join('; '));
+    if (tk.aError) return finish(false, `the refreshing client got ERROR ${tk.aError}`);
+    if (tk.aAlive && tk.bError !== null) {
+      console.log(`REFRESHED ${tk.refreshed} ALIVE ${tk.aAlive} EXPIRED ${tk.bError}`);
+      if (tk.bError !== 'token expired') return finish(false, `B got ERROR ${tk.bError}`);
+      return finish(true);
+    }
+    if (Date.now() > until) {
+      console.error(`page log:\n  ${tk.log.join('\n  ')}`);
+      return finish(false, `not done in time: ${JSON.stringify({ ...tk, log: undefined })}`);
     }
     await sleep(50);
   }
@@ -217,13 +248,15 @@ async function saveSideBySide(left, right, path) {
 
 const [mode, base, ...rest] = process.argv.slice(2);
 try {
-  await launch();
+  // Only the token run uses wss://, with a certificate made by the test.
+  await launch(mode === 'token');
 } catch (e) {
   await finish(false, `cannot start Chromium at ${CHROMIUM} (Debian package chromium): ${e.message}`);
 }
 try {
   if (mode === 'stompjs') await stompjs(base, rest[0], rest[1] ?? '');
   else if (mode === 'heartbeat') await heartbeat(base, rest[0]);
+  else if (mode === 'token') await token(base, rest[0], rest[1], rest[2], rest[3]);
   else if (mode === 'chat') {
     await chat(base, rest[0]);
     await finish(true);
