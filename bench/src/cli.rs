@@ -16,9 +16,13 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Broker address: tcp://HOST:PORT or ws://HOST:PORT/PATH (loopback only).
+    /// Broker address: tcp://HOST:PORT, tls://HOST:PORT (STOMP over TLS, with
+    /// --tls-ca) or ws://HOST:PORT/PATH (loopback only).
     #[arg(long, global = true, default_value = "tcp://127.0.0.1:61613")]
     pub url: String,
+    /// For a `tls://` --url: the broker's certificate (PEM) to trust.
+    #[arg(long, global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// CONNECT `login` header (RabbitMQ: guest).
     #[arg(long, global = true)]
     pub login: Option<String>,

@@ -40,7 +40,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     proc::raise_nofile();
-    let ep = Endpoint::parse(&cli.global.url)?;
+    let mut ep = Endpoint::parse(&cli.global.url)?;
+    ep.tls_ca = cli.global.tls_ca.clone();
     if cli.global.raw && ep.ws_url.is_none() {
         anyhow::bail!("--raw needs a ws:// --url (it is the WebSocket relay baseline)");
     }

@@ -16,8 +16,13 @@ use crate::scan::{self, Cmd, Item};
 
 type Ws = WebSocketStream<TcpStream>;
 
+/// A byte stream's read half: plain TCP, or TLS.
+pub(super) type ByteRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+/// A byte stream's write half: plain TCP, or TLS.
+pub(super) type ByteWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
 pub(super) enum ReadSrc {
-    Tcp(OwnedReadHalf),
+    Tcp(ByteRead),
     WsLean(OwnedReadHalf, super::ws::Decoder),
     Ws(SplitStream<Ws>),
 }
@@ -156,7 +161,7 @@ impl Reader {
 }
 
 pub(super) enum WriteSink {
-    Tcp(OwnedWriteHalf),
+    Tcp(ByteWrite),
     WsLean(OwnedWriteHalf, super::ws::Encoder, super::ws::Owed),
     Ws(SplitSink<Ws, Message>),
 }

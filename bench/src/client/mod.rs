@@ -19,6 +19,7 @@ mod ws;
 
 use io::{ReadSrc, WriteSink};
 pub use io::{Reader, Writer};
+use rustls_pki_types::pem::PemObject;
 
 /// Where the broker is.
 #[derive(Clone, Debug)]
@@ -26,6 +27,10 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `Some(url)` for WebSocket.
     pub ws_url: Option<String>,
+    /// STOMP over TLS (`tls://`), trusting this PEM certificate (`--tls-ca`).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The scheme was `tls://`.
+    pub tls: bool,
 }
 
 impl Endpoint {
@@ -54,17 +59,36 @@ impl Endpoint {
         }
         let addr = SocketAddr::new(ip, port);
         match scheme {
-            "tcp" | "stomp" => Ok(Endpoint { addr, ws_url: None }),
+            "tcp" | "stomp" => Ok(Endpoint {
+                addr,
+                ws_url: None,
+                tls_ca: None,
+                tls: false,
+            }),
+            "tls" => Ok(Endpoint {
+                addr,
+                ws_url: None,
+                tls_ca: None,
+                tls: true,
+            }),
             "ws" => Ok(Endpoint {
                 addr,
                 ws_url: Some(url.to_string()),
+                tls_ca: None,
+                tls: false,
             }),
-            other => bail!("--url {url:?}: unsupported scheme {other:?} (tcp or ws)"),
+            other => bail!("--url {url:?}: unsupported scheme {other:?} (tcp, tls or ws)"),
         }
     }
 
     pub fn transport(&self) -> &'static str {
-        if self.ws_url.is_some() { "ws" } else { "tcp" }
+        if self.ws_url.is_some() {
+            "ws"
+        } else if self.tls {
+            "tls"
+        } else {
+            "tcp"
+        }
     }
 }
 
@@ -115,11 +139,38 @@ async fn open_inner(ep: &Endpoint, opts: &ConnectOpts) -> anyhow::Result<(Reader
     let read_cap = if opts.small { 512 } else { 64 * 1024 };
     let write_cap = if opts.small { 64 } else { 64 * 1024 };
     let (mut reader, mut writer) = match &ep.ws_url {
+        None if ep.tls => {
+            let ca = ep
+                .tls_ca
+                .as_ref()
+                .context("tls:// needs --tls-ca CERT.pem (the broker's certificate)")?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("reading {}", ca.display()))?
+            {
+                roots.add(cert?)?;
+            }
+            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(rustls_pki_types::ServerName::try_from("localhost")?, stream)
+                .await
+                .context("TLS handshake")?;
+            let (r, w) = tokio::io::split(tls);
+            (
+                Reader::new(ReadSrc::Tcp(Box::new(r)), read_cap),
+                Writer::new(WriteSink::Tcp(Box::new(w)), write_cap),
+            )
+        }
         None => {
             let (r, w) = stream.into_split();
             (
-                Reader::new(ReadSrc::Tcp(r), read_cap),
-                Writer::new(WriteSink::Tcp(w), write_cap),
+                Reader::new(ReadSrc::Tcp(Box::new(r)), read_cap),
+                Writer::new(WriteSink::Tcp(Box::new(w)), write_cap),
             )
         }
         Some(url) if !opts.tungstenite => {
