@@ -66,6 +66,8 @@ pub(crate) struct HttpSide {
     pub verifier: Arc<Verifier>,
     /// Who may publish where.
     pub acl: Acl,
+    /// Failed logins per source address, shared with STOMP.
+    pub peers: Arc<crate::peers::Peers>,
     /// `limits.max_body_bytes`, also the largest publish body.
     pub max_body_bytes: usize,
     /// `http.static_dir`, when set.
@@ -105,6 +107,7 @@ type Upgrade = (OnUpgrade, Version, OwnedSemaphorePermit);
 pub(crate) async fn serve<S>(
     stream: S,
     side: Arc<HttpSide>,
+    peer: std::net::IpAddr,
 ) -> Option<(Source, Sink, Version, OwnedSemaphorePermit)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -116,7 +119,7 @@ where
     let service = service_fn(move |req| {
         let side = service_side.clone();
         let tx = tx.clone();
-        async move { Ok::<_, hyper::Error>(handle(req, &side, &tx).await) }
+        async move { Ok::<_, hyper::Error>(handle(req, &side, &tx, peer).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -192,6 +195,7 @@ async fn handle(
     req: Request<Incoming>,
     side: &HttpSide,
     tx: &Mutex<Option<oneshot::Sender<Upgrade>>>,
+    peer: std::net::IpAddr,
 ) -> Response<Body> {
     let path = req.uri().path();
     if path == side.ws.path {
@@ -204,7 +208,7 @@ async fn handle(
         if req.method() != Method::POST {
             return text(StatusCode::METHOD_NOT_ALLOWED, "use POST".into());
         }
-        return publish(req, side).await;
+        return publish(req, side, peer).await;
     }
     match &side.static_dir {
         Some(dir) if path != "/api/publish" => static_file(req, dir, &side.ws.path).await,
@@ -354,8 +358,26 @@ async fn authorized(req: &Request<Incoming>, verifier: &Verifier) -> Option<Opti
         .then(|| Some(login.to_owned()))
 }
 
-async fn publish(req: Request<Incoming>, side: &HttpSide) -> Response<Body> {
+async fn publish(
+    req: Request<Incoming>,
+    side: &HttpSide,
+    peer: std::net::IpAddr,
+) -> Response<Body> {
+    // Failed logins count per address as for CONNECT (`auth.max_failed_logins`).
+    let now = std::time::Instant::now();
+    if !side.peers.login_allowed(peer, now) {
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins from your address: try again later".into(),
+        );
+    }
     let Some(login) = authorized(&req, &side.verifier).await else {
+        // A request without credentials is the usual first step of a Basic challenge;
+        // only presented credentials that fail count.
+        if req.headers().contains_key(header::AUTHORIZATION) {
+            side.peers.login_failed(peer, now);
+            tracing::warn!("HTTP publish login failed");
+        }
         let mut resp = text(
             StatusCode::UNAUTHORIZED,
             "bad or missing credentials".into(),

@@ -270,6 +270,11 @@ impl Broker {
         let verifier = Arc::new(auth::Verifier::new(&config.auth));
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         let http_permits = Arc::new(Semaphore::new(config.http.max_requests));
+        let peers = peers::Peers::new(
+            config.limits.max_connections_per_address,
+            config.auth.max_failed_logins,
+            Duration::from_millis(config.auth.failed_login_window_ms),
+        );
         let http = Arc::new(http::HttpSide {
             stomp_permits: permits.clone(),
             body_timeout: Duration::from_millis(config.http.body_timeout_ms),
@@ -277,17 +282,13 @@ impl Broker {
             router: router.clone(),
             publish: config.http.publish,
             verifier: verifier.clone(),
+            peers: peers.clone(),
             acl: acl::Acl::new(&config.auth.acls),
             max_body_bytes: limits.max_body_bytes,
             static_dir,
             shutdown: shutdown.clone(),
         });
         let drain = config.drain();
-        let peers = peers::Peers::new(
-            config.limits.max_connections_per_address,
-            config.auth.max_failed_logins,
-            Duration::from_millis(config.auth.failed_login_window_ms),
-        );
         let acl = acl::Acl::new(&config.auth.acls);
         let jwt = jwt::Verifier::new(&config.auth.jwt)
             .map_err(StartError::Jwt)?

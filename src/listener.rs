@@ -98,8 +98,10 @@ pub(crate) async fn accept_loop(
                     }
                     (Some(http), stream) => {
                         let served = match stream {
-                            Ok(plain) => crate::http::serve(plain, http).await,
-                            Err(tls_stream) => crate::http::serve(tls_stream, http).await,
+                            Ok(plain) => crate::http::serve(plain, http, peer.ip()).await,
+                            Err(tls_stream) => {
+                                crate::http::serve(tls_stream, http, peer.ip()).await
+                            }
                         };
                         // The HTTP permit goes; an upgrade holds a STOMP permit instead.
                         drop(permit);

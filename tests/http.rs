@@ -383,3 +383,28 @@ async fn shutdown_closes_idle_keep_alive_connections() {
         .unwrap();
     assert_eq!(n, 0, "{}", String::from_utf8_lossy(&rest));
 }
+
+#[tokio::test]
+async fn failed_basic_logins_count_per_address_like_connect() {
+    let mut cfg = with_publish();
+    cfg.auth.allow_anonymous = false;
+    cfg.auth.max_failed_logins = 2;
+    cfg.auth.users = vec![User {
+        login: "svc".into(),
+        passcode_hash: Some(hash("pw")),
+        passcode: None,
+    }];
+    let b = start_with(cfg).await;
+    let addr = b.handle.ws_addr;
+    let head = "POST /api/publish?destination=/queue/auth HTTP/1.1";
+    let with = |b64: &str| format!("{head}\r\nAuthorization: Basic {b64}");
+    // Challenges without credentials do not count.
+    for _ in 0..3 {
+        assert_eq!(request(addr, head, b"x").await.0, 401);
+    }
+    // base64("svc:bad"), twice: then even base64("svc:pw") is refused for the window.
+    for _ in 0..2 {
+        assert_eq!(request(addr, &with("c3ZjOmJhZA=="), b"x").await.0, 401);
+    }
+    assert_eq!(request(addr, &with("c3ZjOnB3"), b"x").await.0, 429);
+}
