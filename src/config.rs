@@ -441,6 +441,9 @@ pub struct Jwt {
     pub hs256_secrets: Vec<String>,
     /// RS256 or ES256 public keys: PEM files.
     pub public_key_files: Vec<String>,
+    /// A JWKS file (`{"keys": [...]}`, as identity providers publish at their
+    /// `jwks_uri`) with RS256 or ES256 keys; "" for none. Re-read at start.
+    pub jwks_file: String,
     /// Required `aud` ("": not checked).
     pub audience: String,
     /// Required `iss` ("": not checked).
@@ -459,6 +462,7 @@ impl Default for Jwt {
         Jwt {
             hs256_secrets: Vec::new(),
             public_key_files: Vec::new(),
+            jwks_file: String::new(),
             audience: String::new(),
             issuer: String::new(),
             user_claim: "sub".into(),

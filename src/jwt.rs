@@ -3,7 +3,7 @@
 //! `passcode` (stompjs `connectHeaders: { passcode: token }`) or a `token` header.
 //!
 //! A token is accepted when its signature checks against a configured key (HS256
-//! secrets; RS256 or ES256 public keys), it is inside `nbf`..`exp`, and its `aud` and
+//! secrets; RS256 or ES256 public keys, as PEM files or a JWKS file), it is inside `nbf`..`exp`, and its `aud` and
 //! `iss` are the configured ones when those are set. The user is `user_claim`, the
 //! roles (for ACLs) `roles_claim`. A connection replaces its token with a SEND to
 //! `/sys/auth` before it expires; see `session`.
@@ -76,6 +76,27 @@ impl Verifier {
                 keys.push((Algorithm::ES256, k));
             } else {
                 return Err(format!("{file} is not an RSA or EC public key in PEM"));
+            }
+        }
+        if !config.jwks_file.is_empty() {
+            let file = &config.jwks_file;
+            let text = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+            let set: jsonwebtoken::jwk::JwkSet =
+                serde_json::from_slice(&text).map_err(|e| format!("{file} is not a JWKS: {e}"))?;
+            for jwk in &set.keys {
+                let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+                    (Some(jsonwebtoken::jwk::KeyAlgorithm::RS256), _) => Algorithm::RS256,
+                    (Some(jsonwebtoken::jwk::KeyAlgorithm::ES256), _) => Algorithm::ES256,
+                    (None, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+                    (None, jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)) => {
+                        Algorithm::ES256
+                    }
+                    // Other algorithms are not accepted: skip the key.
+                    _ => continue,
+                };
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| format!("{file}: a key cannot be used: {e}"))?;
+                keys.push((alg, key));
             }
         }
         if keys.is_empty() {

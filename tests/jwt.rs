@@ -147,3 +147,51 @@ async fn a_refreshed_token_keeps_the_connection_and_an_unrefreshed_one_ends_it()
     );
     b.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn es256_tokens_check_against_a_pem_public_key_and_a_jwks_file() {
+    use base64::Engine as _;
+    let dir = std::env::temp_dir().join(format!("stompbox-jwt-es256-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256
+    let signer = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let raw = key.public_key_raw(); // 0x04 || x || y
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+                                "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}]});
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).unwrap();
+    std::fs::write(dir.join("public.pem"), key.public_key_pem()).unwrap();
+    let es256 = |user: &str, signer: &EncodingKey| {
+        encode(
+            &Header::new(jsonwebtoken::Algorithm::ES256),
+            &json!({"sub": user, "exp": now() + 60}),
+            signer,
+        )
+        .unwrap()
+    };
+    let other = rcgen::KeyPair::generate().unwrap();
+    let forger = EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
+    for source in ["jwks", "pem"] {
+        let mut cfg = config();
+        cfg.auth.allow_anonymous = false;
+        match source {
+            "jwks" => cfg.auth.jwt.jwks_file = dir.join("jwks.json").to_string_lossy().into(),
+            _ => {
+                cfg.auth.jwt.public_key_files =
+                    vec![dir.join("public.pem").to_string_lossy().into()]
+            }
+        }
+        let b = start_with(cfg).await;
+        let mut ok = connect_with(&b, &es256("eve", &signer)).await;
+        ok.expect(Command::Connected).await;
+        let mut forged = connect_with(&b, &es256("eve", &forger)).await;
+        let e = forged.expect_error_and_close().await;
+        assert_eq!(
+            e.headers.get("message"),
+            Some("token refused: InvalidSignature"),
+            "{source}"
+        );
+        b.handle.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
