@@ -140,6 +140,10 @@ pub struct Tls {
     /// How often the two files are checked for a renewal (they are also reloaded on
     /// SIGHUP).
     pub reload_check_ms: u64,
+    /// CA certificates (PEM) that sign client certificates: a client presenting one
+    /// it signed is the user named by its subject's common name (mutual TLS); clients
+    /// without a certificate still log in as usual. "" = no client certificates.
+    pub client_ca: String,
 }
 
 impl Default for Tls {
@@ -148,6 +152,7 @@ impl Default for Tls {
             cert_chain: String::new(),
             key: String::new(),
             reload_check_ms: 5_000,
+            client_ca: String::new(),
         }
     }
 }

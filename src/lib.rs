@@ -222,6 +222,8 @@ impl Broker {
             _ => Some(tls::Tls::load(
                 std::path::Path::new(&config.tls.cert_chain),
                 std::path::Path::new(&config.tls.key),
+                Some(std::path::Path::new(&config.tls.client_ca))
+                    .filter(|p| !p.as_os_str().is_empty()),
             )?),
         };
         let bind_tls = |addr: Option<SocketAddr>| -> Result<_, StartError> {

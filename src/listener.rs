@@ -75,10 +75,14 @@ pub(crate) async fn accept_loop(
         tracker.spawn(
             async move {
                 tracing::debug!("accepted");
+                let mut cert_user = None;
                 let stream = match tls {
                     None => Ok(stream),
                     Some(tls) => match handshake(stream, &tls, http.is_some(), &shared).await {
-                        Some(tls_stream) => Err(tls_stream),
+                        Some(tls_stream) => {
+                            cert_user = crate::tls::client_user(&tls_stream);
+                            Err(tls_stream)
+                        }
                         None => {
                             metrics
                                 .connections_open
@@ -90,11 +94,12 @@ pub(crate) async fn accept_loop(
                 match (http, stream) {
                     (None, Ok(stream)) => {
                         let (source, sink) = transport::tcp::split(stream);
-                        session::serve(source, sink, Version::V1_2, shared, peer.ip()).await;
+                        session::serve(source, sink, Version::V1_2, shared, peer.ip(), None).await;
                     }
                     (None, Err(tls_stream)) => {
                         let (source, sink) = transport::tcp::split_tls(tls_stream);
-                        session::serve(source, sink, Version::V1_2, shared, peer.ip()).await;
+                        session::serve(source, sink, Version::V1_2, shared, peer.ip(), cert_user)
+                            .await;
                     }
                     (Some(http), stream) => {
                         let served = match stream {
@@ -106,7 +111,7 @@ pub(crate) async fn accept_loop(
                         // The HTTP permit goes; an upgrade holds a STOMP permit instead.
                         drop(permit);
                         if let Some((source, sink, cap, _stomp)) = served {
-                            session::serve(source, sink, cap, shared, peer.ip()).await;
+                            session::serve(source, sink, cap, shared, peer.ip(), cert_user).await;
                         }
                         metrics
                             .connections_open

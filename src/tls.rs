@@ -47,6 +47,8 @@ pub enum TlsError {
 pub struct Tls {
     cert: PathBuf,
     key: PathBuf,
+    /// CA file for client certificates, if any.
+    client_ca: Option<PathBuf>,
     current: RwLock<Arc<ServerConfig>>,
     /// The files' modification times the current config was loaded from.
     loaded: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
@@ -56,7 +58,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn build(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+fn build(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
     let file_err = |path: &Path, e: &dyn std::fmt::Display| TlsError::File {
         path: path.to_owned(),
         reason: e.to_string(),
@@ -69,29 +71,50 @@ fn build(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
         return Err(file_err(cert, &"no PEM certificate in it"));
     }
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, &e))?;
-    let mut config =
+    let builder =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| file_err(cert, &e))?
-            .with_no_client_auth()
-            .with_single_cert(chain, private)
-            .map_err(|e| TlsError::Pair {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| file_err(cert, &e))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| file_err(ca, &e))? {
+                roots
+                    .add(c.map_err(|e| file_err(ca, &e))?)
+                    .map_err(|e| file_err(ca, &e))?;
+            }
+            // Optional: a client without a certificate logs in as usual.
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::new(rustls::crypto::ring::default_provider()),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| file_err(ca, &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, private)
+        .map_err(|e| TlsError::Pair {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
 impl Tls {
     /// Loads the chain and key (PEM files).
-    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Tls>, TlsError> {
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Arc<Tls>, TlsError> {
         let stamps = (modified(cert), modified(key));
-        let config = build(cert, key)?;
+        let config = build(cert, key, client_ca)?;
         Ok(Arc::new(Tls {
             cert: cert.to_owned(),
             key: key.to_owned(),
+            client_ca: client_ca.map(Path::to_owned),
             current: RwLock::new(Arc::new(config)),
             loaded: Mutex::new(stamps),
         }))
@@ -105,7 +128,7 @@ impl Tls {
     /// Loads the files again and swaps the new config in; on failure the old one stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let stamps = (modified(&self.cert), modified(&self.key));
-        let config = build(&self.cert, &self.key)?;
+        let config = build(&self.cert, &self.key, self.client_ca.as_deref())?;
         *self.current.write().expect("tls lock poisoned") = Arc::new(config);
         *self.loaded.lock().expect("tls lock poisoned") = stamps;
         tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
@@ -142,4 +165,14 @@ impl Tls {
             }
         }
     }
+}
+
+/// The user a verified client certificate names: its subject's common name.
+pub fn client_user(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) -> Option<String> {
+    let cert = stream.get_ref().1.peer_certificates()?.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
 }

@@ -297,3 +297,82 @@ async fn a_renewed_certificate_is_served_to_new_connections_while_old_ones_stay_
     assert_eq!(f.headers.get("receipt-id"), Some("still"));
     b.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_certificate_logs_in_as_its_common_name() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let certs = Certs::new("mtls");
+    let server = certs.issue();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test client CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(certs.dir.join("ca.pem"), ca.pem()).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "svc-a");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = params.signed_by(&client_key, &ca, &ca_key).unwrap();
+
+    let mut cfg = certs.config();
+    cfg.tls.client_ca = certs.dir.join("ca.pem").to_string_lossy().into_owned();
+    cfg.auth.allow_anonymous = false;
+    cfg.auth.acls = vec![stompbox::config::AclRule {
+        users: vec!["svc-a".into()],
+        write: vec!["/queue/a".into()],
+        create: vec!["/queue/a".into()],
+        ..Default::default()
+    }];
+    let b = start_with(cfg).await;
+    let addr = b.handle.tcp_tls_addr.unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.clone()).unwrap();
+    let with_cert = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![client.der().clone()],
+        rustls_pki_types::PrivatePkcs8KeyDer::from(client_key.serialize_der()).into(),
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut s = TlsConnector::from(Arc::new(with_cert))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let f = stomp(&mut s, &mut buf, "CONNECT\naccept-version:1.2\nhost:x\n\n").await;
+    assert_eq!(f.command, Command::Connected, "{f:?}");
+    // The ACL sees the certificate's user.
+    let f = stomp(
+        &mut s,
+        &mut buf,
+        "SEND\ndestination:/queue/a\nreceipt:r\n\nx",
+    )
+    .await;
+    assert_eq!(f.headers.get("receipt-id"), Some("r"));
+
+    // Without a certificate: an ordinary login, refused here.
+    let mut plain = tls_client(addr, &server).await;
+    let mut buf = BytesMut::new();
+    let f = stomp(
+        &mut plain,
+        &mut buf,
+        "CONNECT\naccept-version:1.2\nhost:x\n\n",
+    )
+    .await;
+    assert_eq!(
+        f.headers.get("message"),
+        Some("authentication failed: bad login or passcode")
+    );
+    b.handle.shutdown().await;
+}

@@ -90,13 +90,15 @@ fn frame_error(e: FrameError) -> End {
 /// transport allows (the WebSocket subprotocol; 1.2 on TCP).
 ///
 /// A connection past `limits.max_connections_per_address` for `peer` gets ERROR at
-/// once and is closed.
+/// once and is closed. `cert_user` is the user its verified TLS client certificate
+/// names, if any.
 pub async fn serve(
     mut source: Source,
     sink: Sink,
     cap: Version,
     shared: Arc<Shared>,
     peer: std::net::IpAddr,
+    cert_user: Option<String>,
 ) {
     let config = &shared.config;
     let (tx, rx) = outbox_charged(
@@ -125,6 +127,7 @@ pub async fn serve(
     let _stop_writer = stop_writer.clone().drop_guard();
     let mut session = Session::new(shared.clone(), id, link, cap, tx.clone(), kill.clone());
     session.peer = Some(peer);
+    session.cert_user = cert_user;
     let mut buf = BytesMut::new();
     // Held for the whole connection: dropping it gives the address's slot back.
     let slot = shared.peers.connect(peer);

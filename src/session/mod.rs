@@ -132,6 +132,8 @@ pub struct Session {
     client_id: Option<String>,
     /// The client's address, for the failed-login limit.
     pub peer: Option<std::net::IpAddr>,
+    /// The user its verified TLS client certificate names (mutual TLS).
+    pub cert_user: Option<String>,
     /// The login it authenticated as, for ACLs (`None`: anonymous).
     login: Option<String>,
     /// Its token's roles, for ACLs.
@@ -178,6 +180,7 @@ impl Session {
             inflight: Arc::default(),
             client_id: None,
             peer: None,
+            cert_user: None,
             login: None,
             roles: Vec::new(),
             token_deadline: None,
@@ -368,6 +371,14 @@ impl Session {
             && !peers.login_allowed(ip, now)
         {
             return Err(SessionError::TooManyFailedLogins);
+        }
+        // Mutual TLS: the certificate is the credential (a CONNECT may still name
+        // the same login, as clients often must).
+        if let Some(user) = &self.cert_user
+            && login.is_none_or(|l| l == user)
+        {
+            self.login = Some(user.clone());
+            return Ok(());
         }
         let token = frame
             .headers
