@@ -132,8 +132,23 @@ impl Command {
 }
 
 /// Headers in wire order. Repeated names are kept; lookups return the first (F10).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers(Vec<(String, String)>);
+
+/// Credentials a CONNECT (or a token refresh) carries: never shown by `Debug`.
+const SECRET_HEADERS: [&str; 3] = ["passcode", "token", "authorization"];
+
+/// Hand-written so that a logged frame never shows a passcode or a token.
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, v)| {
+                let secret = SECRET_HEADERS.iter().any(|s| k.eq_ignore_ascii_case(s));
+                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            }))
+            .finish()
+    }
+}
 
 impl Headers {
     /// An empty header list.
@@ -254,4 +269,23 @@ pub enum Inbound {
     Frame(Frame),
     /// A bare EOL between frames: proof of life, nothing else (checklist F3, H3).
     Heartbeat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_credentials() {
+        let frame = Frame::new(Command::Connect)
+            .header("login", "alice")
+            .header("passcode", "hunter2")
+            .header("token", "eyJhbGciOi.secret.sig")
+            .header("Authorization", "Basic c3ZjOnB3");
+        let shown = format!("{frame:?}");
+        assert!(shown.contains("alice"), "{shown}");
+        for secret in ["hunter2", "eyJhbGciOi", "c3ZjOnB3"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 }
