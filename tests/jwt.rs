@@ -195,3 +195,33 @@ async fn es256_tokens_check_against_a_pem_public_key_and_a_jwks_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn issuer_and_not_before_are_checked() {
+    let mut cfg = jwt_config();
+    cfg.auth.jwt.issuer = "https://id.example.com".into();
+    let b = start_with(cfg).await;
+    let claims = |iss: &str, nbf: u64| {
+        token(
+            SECRET,
+            json!({"sub": "ann", "aud": "stompbox", "iss": iss, "nbf": nbf, "exp": now() + 60}),
+        )
+    };
+    let mut ok = connect_with(&b, &claims("https://id.example.com", now() - 5)).await;
+    ok.expect(Command::Connected).await;
+    for (t, message) in [
+        (
+            claims("https://evil.example", now() - 5),
+            "token refused: InvalidIssuer",
+        ),
+        (
+            claims("https://id.example.com", now() + 600),
+            "token refused: ImmatureSignature",
+        ),
+    ] {
+        let mut c = connect_with(&b, &t).await;
+        let e = c.expect_error_and_close().await;
+        assert_eq!(e.headers.get("message"), Some(message));
+    }
+    b.handle.shutdown().await;
+}
