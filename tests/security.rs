@@ -7,12 +7,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::BytesMut;
 use common::{WAIT, start_with};
 use jsonwebtoken::{EncodingKey, Header, encode};
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use serde_json::json;
 use stompbox::Config;
 use stompbox::frame::{Command, Frame, Inbound, Limits, Parser};
@@ -68,22 +67,7 @@ async fn tls(
     addr: std::net::SocketAddr,
     der: &CertificateDer<'static>,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            ServerName::try_from("localhost").unwrap(),
-            TcpStream::connect(addr).await.unwrap(),
-        )
-        .await
-        .unwrap()
+    common::tls_connect(addr, der).await
 }
 
 /// Writes `frames`, returns the first frame back that is not a RECEIPT (nor, with

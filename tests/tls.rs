@@ -64,18 +64,7 @@ impl Drop for Certs {
     }
 }
 
-fn connector(trust: &CertificateDer<'static>) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(trust.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
-}
+use common::tls_connector as connector;
 
 /// Reads one frame from any stream.
 async fn frame<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut) -> Frame {
@@ -109,11 +98,7 @@ async fn tls_client(
     addr: std::net::SocketAddr,
     trust: &CertificateDer<'static>,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    connector(trust)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake")
+    common::tls_connect(addr, trust).await
 }
 
 #[tokio::test]

@@ -385,3 +385,35 @@ pub fn close_code(ending: &Ending) -> u16 {
         Ending::Eof => 0,
     }
 }
+
+/// A TLS client connection to `addr` (a broker's TLS listener) trusting only `trust`,
+/// its certificate for `localhost`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    trust: &rustls_pki_types::CertificateDer<'static>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    tls_connector(trust)
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake")
+}
+
+/// A rustls connector trusting only `trust`.
+pub fn tls_connector(
+    trust: &rustls_pki_types::CertificateDer<'static>,
+) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
