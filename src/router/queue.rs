@@ -430,10 +430,7 @@ impl Queue {
                 qseq: item.qseq,
             });
         }
-        if let (false, Some(store)) = (ops.is_empty(), &router.store) {
-            store.submit(ops, None);
-        }
-        dead.into_iter().for_each(super::DeadLetter::deliver);
+        submit_then_deliver(&router, ops, dead);
         back.sort_unstable_by_key(|r| r.qseq);
         let mut st = self.lock();
         // Usually everything returned is older than everything waiting: then each
@@ -512,10 +509,7 @@ impl Queue {
                 Some("expired"),
             ));
         }
-        if let (false, Some(store)) = (ops.is_empty(), &router.store) {
-            store.submit(ops, None);
-        }
-        dead.into_iter().for_each(super::DeadLetter::deliver);
+        submit_then_deliver(&router, ops, dead);
     }
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
@@ -577,6 +571,15 @@ impl Queue {
             }
         }
     }
+}
+
+/// Submits the store operations of a batch of returns or expiries, then hands its dead
+/// letters to their queues: after, so that an ACK of one is written after its record.
+fn submit_then_deliver(router: &RouterInner, ops: Vec<Op>, dead: Vec<super::DeadLetter>) {
+    if let (false, Some(store)) = (ops.is_empty(), &router.store) {
+        store.submit(ops, None);
+    }
+    dead.into_iter().for_each(super::DeadLetter::deliver);
 }
 
 impl Wake for Queue {

@@ -365,10 +365,9 @@ impl Session {
     async fn authenticate(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let login = frame.headers.get("login");
         let passcode = frame.headers.get("passcode").unwrap_or("");
-        let peers = &self.shared.peers;
         let now = std::time::Instant::now();
         if let Some(ip) = self.peer
-            && !peers.login_allowed(ip, now)
+            && !self.shared.peers.login_allowed(ip, now)
         {
             return Err(SessionError::TooManyFailedLogins);
         }
@@ -392,9 +391,7 @@ impl Session {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "token login failed");
-                    if let Some(ip) = self.peer {
-                        peers.login_failed(ip, now);
-                    }
+                    self.login_failed(now);
                     return Err(SessionError::Token(e.to_string()));
                 }
             }
@@ -404,10 +401,15 @@ impl Session {
             return Ok(());
         }
         tracing::warn!(login = login.unwrap_or(""), "login failed");
-        if let Some(ip) = self.peer {
-            peers.login_failed(ip, now);
-        }
+        self.login_failed(now);
         Err(SessionError::AuthFailed)
+    }
+
+    /// Counts a failed login against the client's address.
+    fn login_failed(&self, now: std::time::Instant) {
+        if let Some(ip) = self.peer {
+            self.shared.peers.login_failed(ip, now);
+        }
     }
 
     /// Takes a verified token's user, roles and expiry (plus `auth.jwt.expiry_grace_ms`).
@@ -485,11 +487,12 @@ impl Session {
     }
 
     fn send(&mut self, frame: Frame) -> Result<Flow, SessionError> {
-        if header(&frame, "destination")? == "/sys/auth" {
+        let named = header(&frame, "destination")?;
+        if named == "/sys/auth" {
             self.refresh_token(&frame)?;
             return Ok(Flow::Continue);
         }
-        let destination = self.resolve(header(&frame, "destination")?);
+        let destination = self.resolve(named);
         self.authorize_use(Permission::Write, &destination)?;
         if let Some(tx) = frame.headers.get("transaction") {
             // Checked now, so that a bad destination fails the SEND, not the COMMIT;
