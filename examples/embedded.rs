@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::default();
     config.listeners.tcp = "127.0.0.1:0".parse()?;
     config.listeners.ws = "127.0.0.1:0".parse()?;
+    config.admin.listen = "127.0.0.1:0".into();
     let broker = Broker::start(config).await?;
     println!(
         "STOMP/TCP on {}, WebSocket on ws://{}/ws",

@@ -72,6 +72,70 @@ pub struct Config {
     pub store: Store,
     /// The TLS listeners' certificate.
     pub tls: Tls,
+    /// The admin listener: health, metrics, API, dashboard.
+    pub admin: Admin,
+}
+
+/// `[admin]`: the admin listener (see `admin`), its own port, loopback by default.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Its address, e.g. `127.0.0.1:15680`; empty: off. Reach it from elsewhere
+    /// through an SSH tunnel rather than opening it: the dashboard needs only this port.
+    pub listen: String,
+    /// Logins (each one of `[[auth.users]]`, so with an argon2 passcode hash) that may
+    /// use the API, `/metrics` and the dashboard, and read `/sys/stats`.
+    pub users: Vec<String>,
+    /// Token roles (`auth.jwt.roles_claim`) that are admins as well.
+    pub roles: Vec<String>,
+    /// The dashboard's directory (relative to the working directory), served at `/`
+    /// and `/dashboard/`; its libraries are installed there with `npm ci --prefix
+    /// dashboard`.
+    pub dashboard_dir: String,
+    /// Serve `/metrics` without credentials (for a Prometheus that scrapes over a
+    /// network you trust). Off: scrape with `basic_auth` as an admin.
+    pub public_metrics: bool,
+    /// How often `/sys/stats` gets a snapshot and rates are computed.
+    pub stats_interval_ms: u64,
+    /// Rows of destinations and of connections in a `/sys/stats` snapshot, at most.
+    pub stats_max_rows: usize,
+    /// Destinations with their own `destination` label in `/metrics`; the ones seen
+    /// later share the label `other`, so clients that invent names cannot grow it.
+    pub max_destination_labels: usize,
+    /// Bytes of each body logged when a connection's frames are traced.
+    pub trace_body_bytes: usize,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: "127.0.0.1:15680".into(),
+            users: Vec::new(),
+            roles: Vec::new(),
+            dashboard_dir: "dashboard".into(),
+            public_metrics: false,
+            stats_interval_ms: 1_000,
+            stats_max_rows: 500,
+            max_destination_labels: 100,
+            trace_body_bytes: 256,
+        }
+    }
+}
+
+impl Admin {
+    /// `listen`, parsed (`None` when off).
+    pub fn addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                key: "admin.listen",
+                reason: format!("{:?} is not an address like 127.0.0.1:15680", self.listen),
+            })
+    }
 }
 
 /// `[listeners]`
@@ -689,7 +753,9 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 33] = [
+        let positive: [(&'static str, u64); 35] = [
+            ("admin.stats_interval_ms", self.admin.stats_interval_ms),
+            ("admin.stats_max_rows", self.admin.stats_max_rows as u64),
             (
                 "auth.max_failed_logins",
                 u64::from(self.auth.max_failed_logins),
@@ -814,6 +880,18 @@ impl Config {
                     ),
                 });
             }
+        }
+        self.admin.addr()?;
+        if let Some(u) = self
+            .admin
+            .users
+            .iter()
+            .find(|u| !self.auth.users.iter().any(|x| &x.login == *u))
+        {
+            return Err(ConfigError::Invalid {
+                key: "admin.users",
+                reason: format!("{u:?} is not one of [[auth.users]]: admins log in like users"),
+            });
         }
         let (tcp_tls, wss) = self.listeners.tls_addrs()?;
         if (tcp_tls.is_some() || wss.is_some())

@@ -78,6 +78,8 @@ pub(crate) struct HttpSide {
     pub stomp_permits: Arc<Semaphore>,
     /// `http.body_timeout_ms`.
     pub body_timeout: Duration,
+    /// On the admin listener: the admin routes, for every path but the WebSocket's.
+    pub admin: Option<axum::Router>,
 }
 
 /// Checks `http.static_dir` at start: a typo there should stop the broker with the
@@ -204,6 +206,9 @@ async fn handle(
         }
         return upgrade(req, tx, &side.stomp_permits);
     }
+    if let Some(app) = &side.admin {
+        return admin(req, app, peer).await;
+    }
     if path == "/api/publish" && side.publish {
         if req.method() != Method::POST {
             return text(StatusCode::METHOD_NOT_ALLOWED, "use POST".into());
@@ -214,6 +219,21 @@ async fn handle(
         Some(dir) if path != "/api/publish" => static_file(req, dir, &side.ws.path).await,
         _ => not_found(path, &side.ws.path),
     }
+}
+
+/// Hands a request to the admin routes, with the client's address.
+async fn admin(
+    mut req: Request<Incoming>,
+    app: &axum::Router,
+    peer: std::net::IpAddr,
+) -> Response<Body> {
+    use tower::ServiceExt as _;
+    req.extensions_mut().insert(crate::admin::PeerIp(peer));
+    let resp = match app.clone().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    resp.map(|body| body.map_err(BoxError::from).boxed_unsync())
 }
 
 fn not_found(path: &str, ws_path: &str) -> Response<Body> {

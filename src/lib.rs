@@ -78,8 +78,10 @@
 #![warn(missing_docs)]
 
 pub mod acl;
+pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod frame;
 mod http;
 pub mod jwt;
@@ -205,6 +207,16 @@ impl Broker {
     pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
         let static_dir = http::static_dir(&config.http.static_dir)?;
         let tcp = listener::bind(config.listeners.tcp)?;
+        let admin_listener = match config.admin.addr()? {
+            Some(addr) => {
+                let l = listener::bind(addr)?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some((l, bound))
+            }
+            None => None,
+        };
         let ws = listener::bind(config.listeners.ws)?;
         let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
             addr: config.listeners.tcp,
@@ -289,9 +301,11 @@ impl Broker {
             max_body_bytes: limits.max_body_bytes,
             static_dir,
             shutdown: shutdown.clone(),
+            admin: None,
         });
         let drain = config.drain();
         let acl = acl::Acl::new(&config.auth.acls);
+        let connections = Arc::new(connections::Connections::default());
         let jwt = jwt::Verifier::new(&config.auth.jwt)
             .map_err(StartError::Jwt)?
             .map(Arc::new);
@@ -303,8 +317,60 @@ impl Broker {
             peers,
             acl: acl.clone(),
             jwt,
+            connections: connections.clone(),
         });
         let tracker = TaskTracker::new();
+        let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
+        if let Some((l, bound)) = admin_listener {
+            let state = admin::AdminState::new(
+                shared.clone(),
+                admin::Listeners {
+                    tcp: tcp_addr.to_string(),
+                    ws: ws_addr.to_string(),
+                    ws_path: shared.config.listeners.ws_path.clone(),
+                    tcp_tls: tcp_tls.as_ref().map(|(_, a)| a.to_string()),
+                    wss: wss.as_ref().map(|(_, a)| a.to_string()),
+                    admin: bound.to_string(),
+                },
+            );
+            if shared.config.admin.users.is_empty() && shared.config.admin.roles.is_empty() {
+                tracing::warn!(
+                    %bound,
+                    "admin listener on, but admin.users is empty: only /healthz, /readyz and the \
+                     dashboard's files answer; add an [[auth.users]] login to admin.users"
+                );
+            }
+            // Its `/ws` takes any origin: a page elsewhere gains nothing there without
+            // an admin's STOMP credentials, which no browser sends by itself.
+            let ws = WsSettings {
+                allowed_origins: Vec::new(),
+                ..(*http.ws).clone()
+            };
+            let side = Arc::new(http::HttpSide {
+                stomp_permits: permits.clone(),
+                body_timeout: http.body_timeout,
+                ws: Arc::new(ws),
+                router: router.clone(),
+                publish: false,
+                verifier: http.verifier.clone(),
+                peers: http.peers.clone(),
+                acl: http.acl.clone(),
+                max_body_bytes: http.max_body_bytes,
+                static_dir: None,
+                shutdown: shutdown.clone(),
+                admin: Some(admin::app(state.clone())),
+            });
+            tracker.spawn(admin::run_stats(state, shutdown.clone()));
+            tracker.spawn(listener::accept_loop(
+                l,
+                Kind::Ws,
+                shared.clone(),
+                http_permits.clone(),
+                tracker.clone(),
+                Some(side),
+                None,
+            ));
+        }
         tracker.spawn(router.clone().sweep_idle_until(shutdown.clone()));
         tracker.spawn(router.clone().schedule_until(shutdown.clone()));
         tracker.spawn(listener::accept_loop(
@@ -361,12 +427,13 @@ impl Broker {
                  pages from any origin may connect; list the origins of your web apps"
             );
         }
-        tracing::info!(%tcp_addr, %ws_addr, ?tcp_tls_addr, ?wss_addr, "stompbox listening");
+        tracing::info!(%tcp_addr, %ws_addr, ?tcp_tls_addr, ?wss_addr, ?admin_addr, "stompbox listening");
         Ok(BrokerHandle {
             tcp_addr,
             ws_addr,
             tcp_tls_addr,
             wss_addr,
+            admin_addr,
             shutdown,
             tracker,
             router,
@@ -386,6 +453,8 @@ pub struct BrokerHandle {
     pub tcp_tls_addr: Option<SocketAddr>,
     /// The bound `wss://` address, if `listeners.wss` is set.
     pub wss_addr: Option<SocketAddr>,
+    /// The bound admin address, if `admin.listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     router: Router,

@@ -59,9 +59,9 @@ pub(crate) async fn accept_loop(
             _ = shared.shutdown.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let metrics = shared.router.metrics().clone();
-        Metrics::inc(&metrics.connections_total);
-        Metrics::inc(&metrics.connections_open);
+        // The admin listener's HTTP requests are not broker connections.
+        let counted = http.as_ref().is_none_or(|h| h.admin.is_none());
+        let open = counted.then(|| Open::new(shared.router.metrics().clone()));
         let transport = match (kind, &tls) {
             (Kind::Tcp, None) => "tcp",
             (Kind::Tcp, Some(_)) => "tls",
@@ -84,9 +84,7 @@ pub(crate) async fn accept_loop(
                             Err(tls_stream)
                         }
                         None => {
-                            metrics
-                                .connections_open
-                                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                            drop(open);
                             return;
                         }
                     },
@@ -94,12 +92,21 @@ pub(crate) async fn accept_loop(
                 match (http, stream) {
                     (None, Ok(stream)) => {
                         let (source, sink) = transport::tcp::split(stream);
-                        session::serve(source, sink, Version::V1_2, shared, peer.ip(), None).await;
+                        session::serve(source, sink, Version::V1_2, shared, peer, transport, None)
+                            .await;
                     }
                     (None, Err(tls_stream)) => {
                         let (source, sink) = transport::tcp::split_tls(tls_stream);
-                        session::serve(source, sink, Version::V1_2, shared, peer.ip(), cert_user)
-                            .await;
+                        session::serve(
+                            source,
+                            sink,
+                            Version::V1_2,
+                            shared,
+                            peer,
+                            transport,
+                            cert_user,
+                        )
+                        .await;
                     }
                     (Some(http), stream) => {
                         let served = match stream {
@@ -111,23 +118,39 @@ pub(crate) async fn accept_loop(
                         // The HTTP permit goes; an upgrade holds a STOMP permit instead.
                         drop(permit);
                         if let Some((source, sink, cap, _stomp)) = served {
-                            session::serve(source, sink, cap, shared, peer.ip(), cert_user).await;
+                            session::serve(source, sink, cap, shared, peer, transport, cert_user)
+                                .await;
                         }
-                        metrics
-                            .connections_open
-                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        drop(open);
                         tracing::debug!("closed");
                         return;
                     }
                 }
-                metrics
-                    .connections_open
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                drop(open);
                 drop(permit);
                 tracing::debug!("closed");
             }
             .instrument(span),
         );
+    }
+}
+
+/// Counts a connection in `connections_total` and, while it lives, `connections_open`.
+struct Open(Arc<Metrics>);
+
+impl Open {
+    fn new(metrics: Arc<Metrics>) -> Open {
+        Metrics::inc(&metrics.connections_total);
+        Metrics::inc(&metrics.connections_open);
+        Open(metrics)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

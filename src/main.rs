@@ -20,6 +20,9 @@ struct Args {
     /// Override `listeners.ws` (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     ws: Option<SocketAddr>,
+    /// Override `admin.listen` ("" turns the admin listener off).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
     /// Override `store.data_dir` ("" keeps every message in memory only).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<String>,
@@ -53,13 +56,7 @@ fn main() -> anyhow::Result<()> {
         print!("{}", stompbox::config::DEFAULT_TOML);
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging();
     let mut config = match &args.config {
         Some(path) => Config::load(path).with_context(|| format!("loading {}", path.display()))?,
         None => Config::from_toml(stompbox::config::DEFAULT_TOML).context("embedded defaults")?,
@@ -69,6 +66,10 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(addr) = args.ws {
         config.listeners.ws = addr;
+    }
+    if let Some(addr) = args.admin {
+        config.admin.listen = addr;
+        config.validate().context("--admin")?;
     }
     if let Some(dir) = args.data_dir {
         config.store.data_dir = dir;
@@ -89,6 +90,41 @@ fn main() -> anyhow::Result<()> {
             broker.shutdown().await;
             Ok(())
         })
+}
+
+/// Logs to stderr through a filter (`RUST_LOG`, default `info`) that the admin API
+/// can replace while the broker runs.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let (filter, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+    stompbox::admin::install_log_level(Box::new(Reload(handle)));
+}
+
+/// The admin API's hold on the log filter.
+struct Reload(
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+);
+
+impl stompbox::admin::LogLevel for Reload {
+    fn get(&self) -> String {
+        self.0.with_current(|f| f.to_string()).unwrap_or_default()
+    }
+
+    fn set(&self, directive: &str) -> Result<(), String> {
+        let filter =
+            tracing_subscriber::EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
+        self.0.reload(filter).map_err(|e| e.to_string())
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -42,6 +42,19 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Its slot in `Metrics::errors` (labels: `metrics::ERROR_REASONS`).
+    pub fn metric_index(self) -> usize {
+        match self {
+            CloseReason::Normal => 0,
+            CloseReason::GoingAway => 1,
+            CloseReason::Protocol => 2,
+            CloseReason::InvalidData => 3,
+            CloseReason::Policy => 4,
+            CloseReason::TooBig => 5,
+            CloseReason::Internal => 6,
+        }
+    }
+
     /// The RFC 6455 close code.
     pub fn ws_code(self) -> u16 {
         match self {
@@ -365,6 +378,12 @@ impl OutboxTx {
             }
             room.await;
         }
+    }
+
+    /// Frames and bytes waiting to be written, for the admin side.
+    pub fn depth(&self) -> (usize, usize) {
+        let st = self.0.lock();
+        (st.items.len(), st.bytes)
     }
 
     /// Marks the connection a slow consumer (see the module docs); returns whether it

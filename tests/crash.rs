@@ -76,6 +76,8 @@ impl Broker {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--ws")
             .arg("127.0.0.1:0")
+            .arg("--admin")
+            .arg("")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

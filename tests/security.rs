@@ -56,6 +56,7 @@ fn setup() -> Setup {
         .replace("\"127.0.0.1:15674\"", "\"127.0.0.1:0\"");
     let mut config = Config::from_toml(&text).expect("SECURITY.md's configuration is valid");
     config.store.data_dir = String::new();
+    config.admin.listen = String::new();
     Setup {
         dir,
         der: ck.cert.der().clone(),

@@ -44,6 +44,7 @@ async fn stompbox_matches_its_expected_conformance_report() {
     config.listeners.tcp = "127.0.0.1:0".parse().unwrap();
     config.listeners.ws = "127.0.0.1:0".parse().unwrap();
     config.store.data_dir = String::new();
+    config.admin.listen = String::new();
     let broker = Broker::start(config).await.expect("broker starts");
     let tcp = format!("tcp://{}", broker.tcp_addr);
     let ws = format!("ws://{}/ws", broker.ws_addr);

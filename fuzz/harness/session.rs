@@ -23,6 +23,7 @@ pub fn config() -> Config {
     c.listeners.tcp = "127.0.0.1:0".parse().unwrap();
     c.listeners.ws = "127.0.0.1:0".parse().unwrap();
     c.store.data_dir = String::new();
+    c.admin.listen = String::new();
     c.limits.max_body_bytes = 4096;
     c.limits.max_headers = 16;
     c.limits.max_header_line_bytes = 256;

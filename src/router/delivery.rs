@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::queue::{Permit, Returned};
 use super::{AckMode, Message, Quota, Router, Subscription, Target};
+use crate::metrics::Metrics;
 use crate::outbox::Ticket;
 
 /// One delivery that is not settled yet.
@@ -340,6 +341,10 @@ impl Link {
             self.forget_if_done(sub, &pending);
             taken
         };
+        if let Some(stats) = sub.stats() {
+            let counter = if nack { &stats.nacked } else { &stats.acked };
+            Metrics::add(counter, taken.len());
+        }
         if nack {
             give_back(sub, taken, true);
         } else {

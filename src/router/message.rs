@@ -39,6 +39,9 @@ pub struct Message {
     pub expires_ms: u64,
     /// When it may be delivered, in ms since the Unix epoch (0: at once).
     pub deliver_at_ms: u64,
+    /// When the broker accepted it (or loaded it from the store), for the
+    /// publish-to-deliver latency histogram.
+    pub published: std::time::Instant,
     /// The encoded MESSAGE headers for the first protocol version it is delivered
     /// in (usually the only one), built on first delivery. The body is not in it: it
     /// goes on the wire from `body` itself.
@@ -84,6 +87,7 @@ impl Message {
             persistent: false,
             expires_ms: 0,
             deliver_at_ms: 0,
+            published: std::time::Instant::now(),
             tail: OnceLock::new(),
             encoded: OnceLock::new(),
         }

@@ -20,6 +20,7 @@ mod message;
 mod pattern;
 mod queue;
 mod schedule;
+mod stats;
 mod sublist;
 mod subscription;
 mod topic;
@@ -30,6 +31,7 @@ pub use message::Message;
 pub use pattern::Pattern;
 pub use queue::{Permit, Queue};
 pub use schedule::now_ms;
+pub use stats::{DestStats, OTHER, StatsIndex};
 pub use sublist::Sublist;
 pub use subscription::{AckMode, Subscription, Undelivered};
 pub use topic::Topic;
@@ -175,6 +177,8 @@ pub struct RouterConfig {
     pub message_ttl_ms: u64,
     /// `[[queues.policies]]`, their patterns parsed.
     pub policies: Vec<Policy>,
+    /// `admin.max_destination_labels`.
+    pub max_destination_labels: usize,
 }
 
 /// One `[[queues.policies]]` entry.
@@ -227,6 +231,7 @@ impl RouterConfig {
                     persistent_by_default: p.persistent_by_default,
                 })
                 .collect(),
+            max_destination_labels: config.admin.max_destination_labels,
         }
     }
 }
@@ -251,6 +256,8 @@ pub struct RouterInner {
     schedule: schedule::Schedule,
     /// Durable topic subscriptions.
     durables: RwLock<durable::Durables>,
+    /// Per-destination counters.
+    stats: StatsIndex,
 }
 
 /// A cheap, cloneable handle to the router.
@@ -265,7 +272,13 @@ enum Kind {
     Queue,
     Topic,
     TempQueue,
+    /// `/sys/…`: topics the broker itself publishes on (`/sys/stats`, presence),
+    /// subscribed to by exact name only.
+    System,
 }
+
+/// The prefix of the broker's own topics.
+pub const SYSTEM: &str = "/sys/";
 
 fn classify(destination: &str) -> Result<Kind, RouteError> {
     let bad = || RouteError::BadDestination(destination.to_owned());
@@ -287,6 +300,9 @@ fn classify(destination: &str) -> Result<Kind, RouteError> {
     } else if let Some(rest) = destination.strip_prefix("/temp-queue/") {
         nonempty(rest)?;
         Ok(Kind::TempQueue)
+    } else if let Some(rest) = destination.strip_prefix(SYSTEM) {
+        nonempty(rest)?;
+        Ok(Kind::System)
     } else {
         Err(bad())
     }
@@ -345,6 +361,7 @@ impl RouterInner {
             owner.cloned(),
             &self.config,
             Arc::downgrade(self),
+            self.stats.of(name),
         );
         queues.insert(name.to_owned(), queue.clone());
         if let Some(quota) = quota {
@@ -502,6 +519,7 @@ impl RouterInner {
             .queue(&dead.destination, None, None)
             .ok()
             .and_then(|q| q.try_reserve(dead.size, true).map(|p| (q, p)));
+        Metrics::inc(&self.stats.of(from).dead_lettered);
         let Some((dlq, permit)) = reserved else {
             Metrics::inc(&self.metrics.discarded);
             tracing::warn!(queue = %dead.destination, "dead-letter queue full or not creatable; message discarded");
@@ -577,7 +595,6 @@ impl Router {
         Router {
             inner: Arc::new(RouterInner {
                 memory: Memory::new(config.high_watermark, metrics.clone()),
-                config,
                 metrics,
                 queues: RwLock::default(),
                 topics: RwLock::default(),
@@ -588,6 +605,8 @@ impl Router {
                 next_queue_id: AtomicU64::new(1),
                 schedule: schedule::Schedule::default(),
                 durables: RwLock::default(),
+                stats: StatsIndex::new(config.max_destination_labels),
+                config,
             }),
         }
     }
@@ -732,6 +751,7 @@ impl Router {
             Some(Box::new(move |result| {
                 if result.is_ok() {
                     for (queue, permit, seq, message) in held {
+                        Metrics::inc(&queue.stats.published);
                         queue.push_at(Arc::new(message), Some(permit), seq, 0);
                         Metrics::inc(&metrics.messages_in);
                     }
@@ -891,7 +911,7 @@ impl Router {
     ) -> Result<Reservation, RouteError> {
         let inner = &self.inner;
         let queue = match inner.classify(destination)? {
-            Kind::Topic => return Ok(Reservation::Topic),
+            Kind::Topic | Kind::System => return Ok(Reservation::Topic),
             Kind::Queue => inner.queue(destination, None, quota)?,
             Kind::TempQueue => {
                 let queue = inner
@@ -925,15 +945,17 @@ impl Router {
         match reservation {
             Reservation::Nowhere => {
                 Metrics::inc(&inner.metrics.discarded);
+                Metrics::inc(&inner.stats.of(&message.destination).dropped);
                 tracing::debug!(destination = %message.destination, "no such temp queue; message discarded");
                 None
             }
-            Reservation::Topic => self.publish(Arc::new(message)),
+            Reservation::Topic => self.publish(Arc::new(message), true),
             Reservation::Queue {
                 queue,
                 permit: Some(permit),
                 ..
             } => {
+                Metrics::inc(&queue.stats.published);
                 queue.push(Arc::new(message), permit);
                 Metrics::inc(&inner.metrics.messages_in);
                 None
@@ -949,8 +971,9 @@ impl Router {
         }
     }
 
-    /// Fans a topic message out to every matching subscriber.
-    fn publish(&self, message: Arc<Message>) -> Option<Wait> {
+    /// Fans a topic message out to every matching subscriber. `from_client`: counted
+    /// in `messages_in` (the broker's own messages are not).
+    fn publish(&self, message: Arc<Message>, from_client: bool) -> Option<Wait> {
         let inner = &self.inner;
         let name = &message.destination[TOPIC.len()..];
         let topic = inner
@@ -959,35 +982,41 @@ impl Router {
             .expect("router lock poisoned")
             .get(&message.destination)
             .cloned();
+        // A topic nobody subscribes to by its exact name has no `Topic`: its counters
+        // are looked up by name.
+        let stats = match &topic {
+            Some(topic) => topic.stats.clone(),
+            None => inner.stats.of(&message.destination),
+        };
         let mut fanout = topic::Fanout {
             policy: inner.config.slow_consumer,
             metrics: inner.metrics.clone(),
+            stats,
             delivered: 0,
             blocked: Vec::new(),
         };
         if let Some(topic) = topic {
             topic.publish(&message, &mut fanout);
         }
-        inner
-            .wildcards
-            .read()
-            .expect("router lock poisoned")
-            .for_each_match(name, |sub| fanout.offer(sub, &message));
-        inner.feed_durables(&message);
-        Metrics::add(&inner.metrics.messages_out, fanout.delivered);
-        Metrics::inc(&inner.metrics.messages_in);
+        // System topics (`/sys/…`) are for their exact subscribers only.
+        if message.destination.starts_with(TOPIC) {
+            inner
+                .wildcards
+                .read()
+                .expect("router lock poisoned")
+                .for_each_match(name, |sub| fanout.offer(sub, &message));
+            inner.feed_durables(&message);
+        }
+        fanout.counted(&message);
+        if from_client {
+            Metrics::inc(&inner.metrics.messages_in);
+        }
         if fanout.blocked.is_empty() {
             return None;
         }
         let deadline = tokio::time::Instant::now() + inner.config.slow_consumer_grace;
-        let topic::Fanout {
-            policy,
-            metrics,
-            blocked,
-            ..
-        } = fanout;
         Some(Box::pin(async move {
-            topic::wait_for_room(message, blocked, deadline, policy, metrics).await;
+            topic::wait_for_room(message, fanout, deadline).await;
             Ok(())
         }))
     }
@@ -1031,24 +1060,33 @@ impl Router {
                 set(Target::Queue(queue.clone()));
                 queue.add_consumer(sub);
             }
-            Kind::Topic => match Pattern::parse(&destination[TOPIC.len()..]) {
-                Some(pattern) => {
-                    let mut wildcards = inner.wildcards.write().expect("router lock poisoned");
-                    set(Target::Wildcard(pattern.clone()));
-                    wildcards.insert(&pattern, sub);
+            kind @ (Kind::Topic | Kind::System) => {
+                match Pattern::parse(&destination[TOPIC.len()..])
+                    .filter(|_| matches!(kind, Kind::Topic))
+                {
+                    Some(pattern) => {
+                        let mut wildcards = inner.wildcards.write().expect("router lock poisoned");
+                        set(Target::Wildcard(pattern.clone()));
+                        wildcards.insert(&pattern, sub);
+                    }
+                    None => {
+                        // Added under the map's lock: a topic emptied meanwhile by its last
+                        // subscriber leaving is removed under the same lock.
+                        let mut topics = inner.topics.write().expect("router lock poisoned");
+                        let topic = topics
+                            .entry(destination.to_owned())
+                            .or_insert_with(|| {
+                                Arc::new(Topic::new(
+                                    destination.to_owned(),
+                                    inner.stats.of(destination),
+                                ))
+                            })
+                            .clone();
+                        set(Target::Topic(topic.clone()));
+                        topic.add(sub);
+                    }
                 }
-                None => {
-                    // Added under the map's lock: a topic emptied meanwhile by its last
-                    // subscriber leaving is removed under the same lock.
-                    let mut topics = inner.topics.write().expect("router lock poisoned");
-                    let topic = topics
-                        .entry(destination.to_owned())
-                        .or_insert_with(|| Arc::new(Topic::new(destination.to_owned())))
-                        .clone();
-                    set(Target::Topic(topic.clone()));
-                    topic.add(sub);
-                }
-            },
+            }
         }
         Ok(())
     }
@@ -1248,6 +1286,154 @@ impl Router {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
+
+    /// Per-destination counters.
+    pub fn stats(&self) -> &StatsIndex {
+        &self.inner.stats
+    }
+
+    /// Every queue and exact-name topic, as the admin side reports them, by name.
+    pub fn destinations(&self) -> Vec<DestView> {
+        let queues: Vec<Arc<Queue>> = self
+            .inner
+            .queues
+            .read()
+            .expect("router lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let topics: Vec<Arc<Topic>> = self
+            .inner
+            .topics
+            .read()
+            .expect("router lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let mut out: Vec<DestView> = queues
+            .iter()
+            .map(|q| {
+                let v = q.view();
+                DestView {
+                    name: q.name.clone(),
+                    kind: if q.owner.is_some() {
+                        "temp-queue"
+                    } else {
+                        "queue"
+                    },
+                    depth: v.depth,
+                    bytes: v.bytes,
+                    unacked: v.unacked,
+                    consumers: v.consumers,
+                    stats: q.stats.clone(),
+                }
+            })
+            .chain(topics.iter().map(|t| DestView {
+                name: t.name.clone(),
+                kind: "topic",
+                depth: 0,
+                bytes: 0,
+                unacked: 0,
+                consumers: t.subscribers(),
+                stats: t.stats.clone(),
+            }))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Drops every message waiting in the queue `name` (delayed ones included; not
+    /// those delivered and not yet acknowledged). Returns how many, or `None` if
+    /// there is no such queue.
+    pub fn purge(&self, name: &str) -> Option<usize> {
+        let queue = self
+            .inner
+            .queues
+            .read()
+            .expect("router lock poisoned")
+            .get(name)
+            .cloned()?;
+        Some(queue.purge())
+    }
+
+    /// Deletes the queue `name` with the messages waiting in it, if nothing uses it:
+    /// no consumer, no delivery awaiting its ACK, no producer holding room in it (as
+    /// the idle sweep requires). Returns how many messages went with it.
+    pub fn delete_queue(&self, name: &str) -> Result<usize, DeleteError> {
+        if !name.starts_with("/queue/") {
+            return Err(DeleteError::NotAQueue);
+        }
+        let queue = {
+            let mut queues = self.inner.queues.write().expect("router lock poisoned");
+            let queue = queues.get(name).ok_or(DeleteError::NotFound)?;
+            if Arc::strong_count(queue) != 1 || queue.view().consumers > 0 {
+                return Err(DeleteError::InUse);
+            }
+            queues.remove(name).expect("checked above")
+        };
+        let purged = queue.purge();
+        if let (Some(store), Some(id)) = (&self.inner.store, queue.stored_id()) {
+            store.submit(vec![Op::DeleteQueue { id }], None);
+        }
+        Metrics::inc(&self.inner.metrics.queues_deleted);
+        Ok(purged)
+    }
+
+    /// Publishes a message of the broker's own on a system topic (`/sys/…`): to its
+    /// exact subscribers, with the usual flow control (the returned wait, when some
+    /// have a full outbox).
+    pub fn publish_system(
+        &self,
+        destination: &str,
+        headers: Headers,
+        body: bytes::Bytes,
+    ) -> Option<Wait> {
+        debug_assert!(destination.starts_with(SYSTEM));
+        let message = self.message(destination.to_owned(), headers, body);
+        self.publish(Arc::new(message), false)
+    }
+
+    /// Whether anyone subscribes to the system topic `destination`.
+    pub fn has_subscribers(&self, destination: &str) -> bool {
+        self.inner
+            .topics
+            .read()
+            .expect("router lock poisoned")
+            .contains_key(destination)
+    }
+}
+
+/// One destination, for the admin side.
+#[derive(Debug)]
+pub struct DestView {
+    /// Its name.
+    pub name: String,
+    /// `queue`, `temp-queue` or `topic`.
+    pub kind: &'static str,
+    /// Messages waiting (delayed ones included).
+    pub depth: usize,
+    /// Bytes it holds, waiting and unacknowledged messages.
+    pub bytes: usize,
+    /// Delivered, not yet settled.
+    pub unacked: usize,
+    /// Consumers (queue) or exact-name subscribers (topic).
+    pub consumers: usize,
+    /// Its counters.
+    pub stats: Arc<DestStats>,
+}
+
+/// Why a queue was not deleted.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DeleteError {
+    /// No such queue.
+    #[error("no such queue")]
+    NotFound,
+    /// Only `/queue/…` destinations can be deleted.
+    #[error("only /queue/ destinations can be deleted")]
+    NotAQueue,
+    /// Consumers, unacknowledged deliveries or producers use it.
+    #[error("the queue is in use (consumers, unacknowledged deliveries or producers)")]
+    InUse,
 }
 
 #[cfg(test)]

@@ -47,6 +47,19 @@ struct Ready {
     qseq: u64,
 }
 
+/// What the admin side reports of a queue ([`Queue::view`]).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueView {
+    /// Messages waiting, delayed ones included.
+    pub depth: usize,
+    /// Bytes held: waiting and unsettled messages.
+    pub bytes: usize,
+    /// Delivered and not yet settled (or being written).
+    pub unacked: usize,
+    /// Consumers.
+    pub consumers: usize,
+}
+
 /// A delivery coming back unsettled (see `delivery`).
 #[derive(Debug)]
 pub(super) struct Returned {
@@ -103,6 +116,7 @@ pub struct Queue {
     /// `queues.max_bytes`.
     bytes: Arc<Budget>,
     max_bytes: usize,
+    max_depth: usize,
     overflow: OverflowPolicy,
     state: Mutex<State>,
     /// To reach the dead-letter queue; weak so destinations don't keep the router alive.
@@ -112,6 +126,8 @@ pub struct Queue {
     /// The queue's id in the store, given when its first persistent message arrives
     /// (or loaded at start).
     store_id: OnceLock<u64>,
+    /// Its counters (shared `other` ones past the label cap).
+    pub stats: Arc<super::DestStats>,
 }
 
 impl Queue {
@@ -120,6 +136,7 @@ impl Queue {
         owner: Option<Arc<str>>,
         limits: &super::RouterConfig,
         router: Weak<RouterInner>,
+        stats: Arc<super::DestStats>,
     ) -> Arc<Queue> {
         Arc::new_cyclic(|me| Queue {
             name,
@@ -127,11 +144,13 @@ impl Queue {
             depth: Arc::new(Semaphore::new(limits.max_depth)),
             bytes: Budget::new(limits.max_bytes),
             max_bytes: limits.max_bytes,
+            max_depth: limits.max_depth,
             overflow: limits.overflow,
             state: Mutex::new(State::default()),
             router,
             me: me.clone(),
             store_id: OnceLock::new(),
+            stats,
         })
     }
 
@@ -205,6 +224,7 @@ impl Queue {
             // Its permit goes with it, outside the queue's lock.
             self.forget([(&*dropped.message, dropped.qseq)]);
             drop(dropped);
+            Metrics::inc(&self.stats.dropped);
             if let Some(router) = self.router.upgrade() {
                 Metrics::inc(&router.metrics.overflow_drops);
             }
@@ -381,6 +401,46 @@ impl Queue {
         }
     }
 
+    /// Depth, bytes, unacknowledged deliveries and consumers, for the admin side.
+    pub fn view(&self) -> QueueView {
+        let st = self.lock();
+        let waiting = st.ready.len() + st.delayed.len();
+        let consumers = st.consumers.len();
+        drop(st);
+        // Every message the queue holds has a depth permit: waiting, delivered and
+        // unsettled, or being written (auto-ack).
+        let held = self.max_depth - self.depth.available_permits().min(self.max_depth);
+        QueueView {
+            depth: waiting,
+            bytes: self.max_bytes - self.bytes.available().min(self.max_bytes),
+            unacked: held.saturating_sub(waiting),
+            consumers,
+        }
+    }
+
+    /// Drops every waiting message (delayed ones too) and deletes their records;
+    /// returns how many.
+    pub fn purge(&self) -> usize {
+        let (ready, delayed) = {
+            let mut st = self.lock();
+            st.ready_bytes = 0;
+            (
+                std::mem::take(&mut st.ready),
+                std::mem::take(&mut st.delayed),
+            )
+        };
+        let n = ready.len() + delayed.len();
+        self.forget(
+            ready
+                .iter()
+                .chain(delayed.values())
+                .map(|r| (&*r.message, r.qseq)),
+        );
+        // Their permits go with them, outside the lock.
+        drop((ready, delayed));
+        n
+    }
+
     /// Number of messages waiting for a consumer (not counting unacked ones).
     pub fn ready_len(&self) -> usize {
         self.lock().ready.len()
@@ -415,6 +475,7 @@ impl Queue {
             }
             if item.seen {
                 Metrics::inc(&router.metrics.redeliveries);
+                Metrics::inc(&self.stats.redelivered);
                 if let Some(queue) = stored {
                     ops.push(Op::Count {
                         queue,
@@ -492,6 +553,7 @@ impl Queue {
         let mut dead = Vec::new();
         for r in expired {
             Metrics::inc(&router.metrics.expired);
+            Metrics::inc(&self.stats.expired);
             drop(r.permit);
             let stored = store_id
                 .filter(|_| r.message.persistent)
@@ -514,6 +576,9 @@ impl Queue {
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
         let mut now = None;
+        // One clock read per dispatch, for the publish-to-deliver latency of all it
+        // hands out.
+        let mut handed_at = None;
         while !st.ready.is_empty() {
             let n = st.consumers.len();
             let Some(offset) = (0..n).find(|i| st.consumers[(st.next + i) % n].has_credit()) else {
@@ -545,6 +610,7 @@ impl Queue {
                 continue;
             }
             let me: Weak<dyn Wake> = self.me.clone();
+            let published = r.message.published;
             if let Err(back) =
                 consumer.deliver(r.message, r.redeliveries, r.permit, r.qseq, Some(&me))
             {
@@ -568,6 +634,12 @@ impl Queue {
                 return;
             } else if let Some(router) = self.router.upgrade() {
                 Metrics::inc(&router.metrics.messages_out);
+                Metrics::inc(&self.stats.delivered);
+                let at = *handed_at.get_or_insert_with(std::time::Instant::now);
+                router
+                    .metrics
+                    .publish_to_deliver_seconds
+                    .observe_duration(at.saturating_duration_since(published), 1);
             }
         }
     }

@@ -25,6 +25,15 @@ pub enum AckMode {
 }
 
 impl AckMode {
+    /// The `ack` header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Auto => "auto",
+            AckMode::Client => "client",
+            AckMode::ClientIndividual => "client-individual",
+        }
+    }
+
     /// Parses the header value; `None` for anything but the three spec values.
     pub fn parse(v: &str) -> Option<AckMode> {
         match v {
@@ -76,6 +85,15 @@ pub struct Undelivered {
 }
 
 impl Subscription {
+    /// The counters of what it is attached to (none for a wildcard pattern).
+    pub(super) fn stats(&self) -> Option<&Arc<super::DestStats>> {
+        match self.target.get()? {
+            Target::Queue(q) => Some(&q.stats),
+            Target::Topic(t) => Some(&t.stats),
+            Target::Wildcard(_) => None,
+        }
+    }
+
     /// A new subscription; `kill` is the session's slow-consumer signal.
     #[allow(clippy::too_many_arguments)]
     pub fn new(

@@ -10,24 +10,32 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{Message, Subscription};
+use super::{DestStats, Message, Subscription};
 use crate::config::SlowConsumerPolicy;
 use crate::metrics::Metrics;
 
-/// One `/topic/…` with at least one exact-name subscriber.
+/// One `/topic/…` (or system topic, `/sys/…`) with at least one exact-name subscriber.
 #[derive(Debug)]
 pub struct Topic {
     /// The full destination name.
     pub name: String,
     subs: Mutex<Vec<Arc<Subscription>>>,
+    /// Its counters (shared `other` ones past the label cap).
+    pub stats: Arc<DestStats>,
 }
 
 impl Topic {
-    pub(super) fn new(name: String) -> Topic {
+    pub(super) fn new(name: String, stats: Arc<DestStats>) -> Topic {
         Topic {
             name,
             subs: Mutex::new(Vec::new()),
+            stats,
         }
+    }
+
+    /// How many subscribe to it by its exact name.
+    pub fn subscribers(&self) -> usize {
+        self.lock().len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Subscription>>> {
@@ -58,21 +66,38 @@ impl Topic {
 pub(super) struct Fanout {
     pub policy: SlowConsumerPolicy,
     pub metrics: Arc<Metrics>,
+    /// The published-to destination's counters.
+    pub stats: Arc<DestStats>,
     pub delivered: usize,
     pub blocked: Vec<Arc<Subscription>>,
 }
 
 impl Fanout {
+    /// Adds the deliveries made so far to the counters (and the latency histogram:
+    /// one clock read for all of them).
+    pub(super) fn counted(&mut self, message: &Message) {
+        let n = std::mem::take(&mut self.delivered);
+        Metrics::inc(&self.stats.published);
+        if n == 0 {
+            return;
+        }
+        Metrics::add(&self.metrics.messages_out, n);
+        Metrics::add(&self.stats.delivered, n);
+        self.metrics
+            .publish_to_deliver_seconds
+            .observe_duration(message.published.elapsed(), n as u64);
+    }
+
     /// One topic delivery attempt, under the destination's lock: never waits.
     pub(super) fn offer(&mut self, sub: &Arc<Subscription>, message: &Arc<Message>) {
         // A client-ack subscription whose window is full of unacknowledged messages
         // will not make room by reading: it gets the policy at once.
         if sub.window_full() {
-            slow(sub, self.policy, &self.metrics);
+            slow(sub, self.policy, &self.metrics, &self.stats);
         } else if sub.deliver_topic(message) {
             self.delivered += 1;
         } else if sub.outbox.is_slow() || sub.outbox.is_closed() {
-            slow(sub, self.policy, &self.metrics);
+            slow(sub, self.policy, &self.metrics, &self.stats);
         } else {
             self.blocked.push(sub.clone());
         }
@@ -80,9 +105,12 @@ impl Fanout {
 }
 
 /// The policy for a slow consumer: drop (counted) or disconnect.
-fn slow(sub: &Subscription, policy: SlowConsumerPolicy, metrics: &Metrics) {
+fn slow(sub: &Subscription, policy: SlowConsumerPolicy, metrics: &Metrics, stats: &DestStats) {
     match policy {
-        SlowConsumerPolicy::Drop => Metrics::inc(&metrics.slow_consumer_drops),
+        SlowConsumerPolicy::Drop => {
+            Metrics::inc(&metrics.slow_consumer_drops);
+            Metrics::inc(&stats.dropped);
+        }
         SlowConsumerPolicy::Disconnect => {
             if !sub.kill.is_cancelled() {
                 Metrics::inc(&metrics.slow_consumer_disconnects);
@@ -98,11 +126,16 @@ fn slow(sub: &Subscription, policy: SlowConsumerPolicy, metrics: &Metrics) {
 /// (by another publisher) gets it at once.
 pub(super) async fn wait_for_room(
     message: Arc<Message>,
-    blocked: Vec<Arc<Subscription>>,
+    fanout: Fanout,
     deadline: tokio::time::Instant,
-    policy: SlowConsumerPolicy,
-    metrics: Arc<Metrics>,
 ) {
+    let Fanout {
+        policy,
+        metrics,
+        stats,
+        blocked,
+        ..
+    } = fanout;
     for sub in blocked {
         // An upper bound of the delivery's size: once it fits, the push succeeds
         // unless another publisher took the room first.
@@ -112,15 +145,16 @@ pub(super) async fn wait_for_room(
                 break;
             }
             if sub.outbox.is_slow() {
-                slow(&sub, policy, &metrics);
+                slow(&sub, policy, &metrics, &stats);
                 break;
             }
             match tokio::time::timeout_at(deadline, sub.outbox.room_for(len)).await {
                 Ok(true) => {
                     if sub.window_full() {
-                        slow(&sub, policy, &metrics);
+                        slow(&sub, policy, &metrics, &stats);
                     } else if sub.deliver_topic(&message) {
                         Metrics::inc(&metrics.messages_out);
+                        Metrics::inc(&stats.delivered);
                     } else {
                         // Another publisher took the room first, or it was detached.
                         continue;
@@ -136,7 +170,7 @@ pub(super) async fn wait_for_room(
                             "slow consumer: outbox still full after the grace"
                         );
                     }
-                    slow(&sub, policy, &metrics);
+                    slow(&sub, policy, &metrics, &stats);
                 }
             }
             break;

@@ -32,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Flow, Session, SessionError, Shared, Waiting, heartbeat};
+use crate::connections::Conn;
 use crate::frame::{Command, Frame, FrameError, Inbound, Parser, Version};
-use crate::metrics::Metrics;
+use crate::metrics::{FrameCounts, Metrics};
 use crate::outbox::{CloseReason, OutboxRx, Outgoing, outbox_charged};
 use crate::router::Link;
 use crate::transport::{Progress, ReadEvent, Sink, Source};
@@ -87,7 +88,8 @@ fn frame_error(e: FrameError) -> End {
 }
 
 /// Serves one connection until it ends. `cap` is the highest STOMP version the
-/// transport allows (the WebSocket subprotocol; 1.2 on TCP).
+/// transport allows (the WebSocket subprotocol; 1.2 on TCP); `transport` names it for
+/// the connection list (`tcp`, `tls`, `ws`, `wss`).
 ///
 /// A connection past `limits.max_connections_per_address` for `peer` gets ERROR at
 /// once and is closed. `cert_user` is the user its verified TLS client certificate
@@ -97,7 +99,8 @@ pub async fn serve(
     sink: Sink,
     cap: Version,
     shared: Arc<Shared>,
-    peer: std::net::IpAddr,
+    peer: std::net::SocketAddr,
+    transport: &'static str,
     cert_user: Option<String>,
 ) {
     let config = &shared.config;
@@ -109,6 +112,10 @@ pub async fn serve(
     let kill = CancellationToken::new();
     let stop_writer = CancellationToken::new();
     let id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    // Listed until this function returns, after the session is dropped.
+    let registered = shared
+        .connections
+        .register(id.clone(), peer, transport, tx.clone());
     let link = Link::open(shared.router.clone());
     let writer = tokio::spawn(
         write_loop(
@@ -119,6 +126,7 @@ pub async fn serve(
             kill.clone(),
             stop_writer.clone(),
             shared.router.metrics().clone(),
+            Trace::new(&registered, config.admin.trace_body_bytes),
         )
         .in_current_span(),
     );
@@ -126,11 +134,12 @@ pub async fn serve(
     // link closes, returning every unsettled delivery.
     let _stop_writer = stop_writer.clone().drop_guard();
     let mut session = Session::new(shared.clone(), id, link, cap, tx.clone(), kill.clone());
-    session.peer = Some(peer);
+    session.peer = Some(peer.ip());
     session.cert_user = cert_user;
+    session.conn = Some((*registered).clone());
     let mut buf = BytesMut::new();
     // Held for the whole connection: dropping it gives the address's slot back.
-    let slot = shared.peers.connect(peer);
+    let slot = shared.peers.connect(peer.ip());
     let end = match &slot {
         Ok(_) => read_loop(&mut session, &mut source, &mut buf, &shared, &kill).await,
         Err(limit) => End::error(
@@ -170,9 +179,11 @@ pub async fn serve(
             versions,
         } => {
             tracing::info!(error = %message, "closing connection with ERROR");
+            let metrics = shared.router.metrics();
             if reason != CloseReason::GoingAway {
-                Metrics::inc(&shared.router.metrics().protocol_errors);
+                Metrics::inc(&metrics.protocol_errors);
             }
+            Metrics::inc(&metrics.errors[reason.metric_index()]);
             // The ERROR goes out next; deliveries queued before it go back unwritten.
             tx.take_deliveries();
             let frame = session.error_frame(&message, receipt, versions.as_deref());
@@ -193,6 +204,80 @@ pub async fn serve(
     }
     // Closes the link: every delivery not settled goes back to its queue.
     drop(session);
+    drop(registered);
+}
+
+/// Frame tracing of one connection, switched on and off by the admin API
+/// (`Conn::trace`): every frame either way is logged at INFO (target
+/// `stompbox::trace`), bodies cut to `admin.trace_body_bytes`.
+#[derive(Clone)]
+struct Trace {
+    conn: Arc<Conn>,
+    body_bytes: usize,
+}
+
+impl Trace {
+    fn new(conn: &Arc<Conn>, body_bytes: usize) -> Trace {
+        Trace {
+            conn: conn.clone(),
+            body_bytes,
+        }
+    }
+
+    fn on(&self) -> bool {
+        self.conn.tracing()
+    }
+
+    /// Logs a frame received.
+    fn inbound(&self, frame: &Frame) {
+        let body = &frame.body[..frame.body.len().min(self.body_bytes)];
+        tracing::info!(
+            target: "stompbox::trace",
+            direction = "in",
+            command = frame.command.as_str(),
+            headers = ?frame.headers,
+            body = %String::from_utf8_lossy(body),
+            body_len = frame.body.len(),
+            "frame"
+        );
+    }
+
+    /// Logs an item written: the frame's command line and headers as they went out,
+    /// and the start of its body.
+    fn outbound(&self, item: &Outgoing) {
+        let (head, body): (Vec<&[u8]>, &[u8]) = match item {
+            Outgoing::Frame(b) | Outgoing::Delivery(b, _) => {
+                // Headers end at the blank line; a `passcode` never goes out.
+                let split = memchr::memmem::find(b, b"\n\n").map_or(b.len(), |i| i + 1);
+                (vec![&b[..split]], &b[split.min(b.len())..])
+            }
+            Outgoing::Message {
+                head, tail, body, ..
+            } => (vec![&head[..], &tail[..]], &body[..]),
+            Outgoing::Heartbeat(_) | Outgoing::Close(_) => return,
+        };
+        let head: Vec<u8> = head.concat();
+        let body = &body[..body.len().min(self.body_bytes)];
+        tracing::info!(
+            target: "stompbox::trace",
+            direction = "out",
+            head = %String::from_utf8_lossy(&head).trim_end(),
+            body = %String::from_utf8_lossy(body).trim_end_matches('\0'),
+            "frame"
+        );
+    }
+}
+
+/// The command of an item written, for the per-command counters.
+fn command_of(item: &Outgoing) -> Option<Command> {
+    match item {
+        Outgoing::Frame(b) => {
+            let line = b.split(|c| *c == b'\n').next()?;
+            Command::from_bytes(line.strip_suffix(b"\r").unwrap_or(line))
+        }
+        Outgoing::Delivery(..) | Outgoing::Message { .. } => Some(Command::Message),
+        Outgoing::Heartbeat(_) | Outgoing::Close(_) => None,
+    }
 }
 
 /// A token bucket: `per_second` frames a second, up to a second's worth at once.
@@ -249,6 +334,10 @@ struct Reader {
     /// `limits.max_frames_per_second`, when set.
     rate: Option<Bucket>,
     connected: bool,
+    /// Frames and bytes received since the last flush to the metrics.
+    counts: FrameCounts,
+    /// Frame tracing, when the connection is listed.
+    trace: Option<Trace>,
 }
 
 impl Reader {
@@ -326,6 +415,10 @@ impl Reader {
                 Ok(Some(Inbound::Heartbeat)) => self.parsed += 1,
                 Ok(Some(Inbound::Frame(frame))) => {
                     self.parsed += 1;
+                    self.counts.count(frame.command, frame.size());
+                    if let Some(trace) = self.trace.as_ref().filter(|t| t.on()) {
+                        trace.inbound(&frame);
+                    }
                     if let Some(rate) = &mut self.rate
                         && !rate.take(Instant::now())
                     {
@@ -411,6 +504,11 @@ async fn read_loop(
         rate: (config.limits.max_frames_per_second > 0)
             .then(|| Bucket::new(config.limits.max_frames_per_second, Instant::now())),
         connected: false,
+        counts: FrameCounts::default(),
+        trace: session
+            .conn
+            .as_ref()
+            .map(|c| Trace::new(c, config.admin.trace_body_bytes)),
     };
     // Input read but not yet a whole frame is held for the client: charged to the
     // memory gauge, and it must become a frame within `limits.frame_timeout_ms`.
@@ -426,6 +524,10 @@ async fn read_loop(
     let mut waiting: Option<Waiting> = None;
     let connect_deadline = Instant::now() + config.connect_timeout();
     let mut last_read = Instant::now();
+    let closed_by_admin = session
+        .conn
+        .as_ref()
+        .map_or_else(CancellationToken::new, |c| c.close.clone());
     loop {
         let reading = reader.reading(waiting.is_some());
         buffered.set(buf.len());
@@ -486,6 +588,7 @@ async fn read_loop(
             },
             _ = sleep_until(deadline.unwrap_or(last_read)), if deadline.is_some() => {
                 Some(if reader.connected {
+                    Metrics::inc(&shared.router.metrics().heartbeat_timeouts);
                     End::error("heart-beat timeout: nothing received from the client in time", CloseReason::GoingAway)
                 } else {
                     End::error(
@@ -510,8 +613,13 @@ async fn read_loop(
             }
             _ = shared.shutdown.cancelled() => Some(shutting_down()),
             _ = kill.cancelled() => Some(slow_consumer()),
+            _ = closed_by_admin.cancelled() => {
+                Some(End::error("closed by an administrator", CloseReason::Policy))
+            }
             e = session.store_failed() => Some(session_error(e, None)),
         };
+        let metrics = shared.router.metrics();
+        reader.counts.flush(&metrics.frames_in, &metrics.bytes_in);
         if let Some(end) = end {
             return end;
         }
@@ -556,6 +664,7 @@ async fn write_loop(
     kill: CancellationToken,
     stop: CancellationToken,
     metrics: Arc<Metrics>,
+    trace: Trace,
 ) {
     // However the writer ends (a panic included), the session must not go on waiting
     // for a writer that is gone.
@@ -565,7 +674,9 @@ async fn write_loop(
     // Everything queued is taken at once and written with one flush.
     let mut batch = VecDeque::new();
     let progress = sink.progress();
+    let mut counts = FrameCounts::default();
     loop {
+        counts.flush(&metrics.frames_out, &metrics.bytes_out);
         tokio::select! {
             () = rx.recv_batch(&mut batch) => {}
             _ = sleep_until(last_write + heartbeat.unwrap_or_default()), if heartbeat.is_some() => {
@@ -584,8 +695,15 @@ async fn write_loop(
         }
         let mut close = None;
         let mut tickets = Vec::new();
+        let tracing_on = trace.on();
         let write = async {
             for item in batch.iter() {
+                if let Some(c) = command_of(item) {
+                    counts.count(c, item.wire_len());
+                }
+                if tracing_on {
+                    trace.outbound(item);
+                }
                 match item {
                     Outgoing::Frame(bytes) | Outgoing::Delivery(bytes, _) => {
                         sink.frame(bytes).await?

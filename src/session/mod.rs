@@ -10,6 +10,7 @@ mod durable;
 mod error;
 pub mod heartbeat;
 mod persist;
+pub mod presence;
 mod timing;
 mod transaction;
 
@@ -50,7 +51,21 @@ pub struct Shared {
     pub acl: crate::acl::Acl,
     /// Token verification, when `[auth.jwt]` has keys.
     pub jwt: Option<Arc<crate::jwt::Verifier>>,
+    /// Every open connection, for the admin side and presence.
+    pub connections: Arc<crate::connections::Connections>,
 }
+
+impl Shared {
+    /// Whether this login or these token roles are admins (`[admin] users`, `roles`).
+    pub fn is_admin(&self, login: Option<&str>, roles: &[String]) -> bool {
+        let admin = &self.config.admin;
+        login.is_some_and(|l| admin.users.iter().any(|u| u == l))
+            || roles.iter().any(|r| admin.roles.contains(r))
+    }
+}
+
+/// The system topic of live statistics (admins only).
+pub const STATS_TOPIC: &str = "/sys/stats";
 
 /// Headers a producer may not pass through to MESSAGE: the broker sets them, or they
 /// only mean something on the SEND itself.
@@ -65,6 +80,11 @@ const RESERVED: [&str; 9] = [
     "redelivered",
     "redelivery-count",
 ];
+
+/// Whether a producer header is one the broker sets or drops (see `RESERVED`).
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED.contains(&name)
+}
 
 /// What the connection loop must do after a frame.
 pub enum Flow {
@@ -103,6 +123,8 @@ pub enum Done {
 struct Sub {
     sub: Arc<Subscription>,
     destination: String,
+    /// What presence events say of it.
+    info: crate::connections::SubInfo,
 }
 
 /// One connection's protocol state.
@@ -140,6 +162,8 @@ pub struct Session {
     roles: Vec<String>,
     /// When its token (if it logged in with one) has expired past the grace.
     token_deadline: Option<std::time::Instant>,
+    /// Its entry in the connection list (none for sessions run without a listener).
+    pub conn: Option<Arc<crate::connections::Conn>>,
 }
 
 /// Whether a destination is a wildcard topic subscription.
@@ -184,6 +208,7 @@ impl Session {
             login: None,
             roles: Vec::new(),
             token_deadline: None,
+            conn: None,
         }
     }
 
@@ -344,6 +369,9 @@ impl Session {
             .header("session", &*self.id)
             .header("server", concat!("stompbox/", env!("CARGO_PKG_VERSION")));
         self.reply(connected).await;
+        if let Some(conn) = &self.conn {
+            conn.connected(version, login);
+        }
         if let Some(every) = negotiated.send {
             self.outbox.push(Outgoing::Heartbeat(every)).await;
         }
@@ -492,6 +520,13 @@ impl Session {
             self.refresh_token(&frame)?;
             return Ok(Flow::Continue);
         }
+        // The broker's own topics are for the broker to publish on.
+        if named.starts_with(crate::router::SYSTEM) {
+            return Err(SessionError::PermissionDenied {
+                permission: Permission::Write,
+                destination: named.to_owned(),
+            });
+        }
         let destination = self.resolve(named);
         self.authorize_use(Permission::Write, &destination)?;
         if let Some(tx) = frame.headers.get("transaction") {
@@ -572,9 +607,40 @@ impl Session {
         Ok(message)
     }
 
+    /// Read permission for a system topic: `/sys/stats` is for admins, a presence
+    /// topic for those who may read the destination it watches; nothing else is.
+    fn authorize_system(&self, destination: &str) -> Result<(), SessionError> {
+        let allowed = if destination == STATS_TOPIC {
+            self.shared.is_admin(self.login.as_deref(), &self.roles)
+        } else if let Some(watched) = presence::watched(destination) {
+            let acl = &self.shared.acl;
+            acl.is_open()
+                || acl.allows_with_roles(
+                    self.login.as_deref(),
+                    &self.roles,
+                    Permission::Read,
+                    watched,
+                )
+        } else {
+            false
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(SessionError::PermissionDenied {
+                permission: Permission::Read,
+                destination: destination.to_owned(),
+            })
+        }
+    }
+
     fn subscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let destination = self.resolve(header(frame, "destination")?);
-        self.authorize_use(Permission::Read, &destination)?;
+        if destination.starts_with(crate::router::SYSTEM) {
+            self.authorize_system(&destination)?;
+        } else {
+            self.authorize_use(Permission::Read, &destination)?;
+        }
         // STOMP 1.0 made `id` optional; such subscriptions are known by destination.
         let id = match (frame.headers.get("id"), self.version()) {
             (Some(id), _) => id.to_owned(),
@@ -633,8 +699,57 @@ impl Session {
                 .subscribe_durable(&key, &destination, sub.clone())?,
             None => self.link.subscribe(&destination, sub.clone())?,
         }
-        self.subs.insert(id, Sub { sub, destination });
+        let info = crate::connections::SubInfo {
+            id: id.clone(),
+            destination: destination.clone(),
+            ack: ack.as_str(),
+            info: frame.headers.get("presence-info").map(str::to_owned),
+        };
+        if let Some(conn) = &self.conn {
+            conn.subscribed(info.clone());
+            presence::announce(
+                &self.shared.router,
+                "subscribed",
+                &self.id,
+                self.login.as_deref(),
+                &info,
+            );
+        }
+        if let Some(watched) = presence::watched(&destination) {
+            // Attached first, so that no change after this snapshot is missed.
+            let body = presence::snapshot(&self.shared.connections, watched);
+            let message =
+                self.shared
+                    .router
+                    .message(destination.clone(), presence::message_headers(), body);
+            if !sub.deliver_topic(&Arc::new(message)) {
+                tracing::debug!("presence snapshot not delivered: outbox full");
+            }
+        }
+        self.subs.insert(
+            id,
+            Sub {
+                sub,
+                destination,
+                info,
+            },
+        );
         Ok(())
+    }
+
+    /// Tells presence watchers that a subscription ended, and forgets it in the
+    /// connection list.
+    fn announce_gone(&self, sub: &Sub) {
+        if let Some(conn) = &self.conn {
+            conn.unsubscribed(&sub.info.id);
+            presence::announce(
+                &self.shared.router,
+                "unsubscribed",
+                &self.id,
+                self.login.as_deref(),
+                &sub.info,
+            );
+        }
     }
 
     fn unsubscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
@@ -662,6 +777,7 @@ impl Session {
             return Err(SessionError::UnknownSubscription(id));
         };
         self.link.unsubscribe(&sub.sub);
+        self.announce_gone(&sub);
         // With the durable headers it subscribed with, UNSUBSCRIBE also deletes the
         // durable subscription; without them it only detaches (the backlog grows).
         if let Some(key) = self.durable_key(frame, &sub.destination, &id)? {
@@ -783,6 +899,9 @@ impl Session {
     pub fn stop_deliveries(&mut self) {
         self.txs.clear();
         self.link.detach_all();
+        for sub in std::mem::take(&mut self.subs).into_values() {
+            self.announce_gone(&sub);
+        }
     }
 
     /// The frame to send for a fatal error: `message`, `receipt-id` when the failing frame

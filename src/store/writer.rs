@@ -141,17 +141,17 @@ fn run(store: Store, rx: mpsc::Receiver<Request>, interval: Duration, max: usize
             None => {
                 let started = Instant::now();
                 let r = store.apply(&ops).map_err(Arc::new);
+                let took = started.elapsed();
                 Metrics::inc(&m.store_commits);
                 Metrics::add(&m.store_ops, ops.len());
                 Metrics::add(
                     &m.store_commit_us,
-                    started
-                        .elapsed()
-                        .as_micros()
-                        .try_into()
-                        .unwrap_or(usize::MAX),
+                    took.as_micros().try_into().unwrap_or(usize::MAX),
                 );
+                m.store_batch.observe(ops.len() as f64);
+                m.store_commit_seconds.observe_duration(took, 1);
                 if let Err(e) = &r {
+                    Metrics::inc(&m.store_failures);
                     tracing::error!(error = %e, "store commit failed: persistent messages are refused until a restart");
                     failed = Some(Arc::new(StoreError::Failed {
                         path: store.path().to_owned(),

@@ -42,6 +42,7 @@ pub fn config() -> Config {
     c.listeners.ws = "127.0.0.1:0".parse().unwrap();
     // In memory: tests that need a store give it a directory of their own.
     c.store.data_dir = String::new();
+    c.admin.listen = String::new();
     c
 }
 

@@ -1,0 +1,371 @@
+//! The admin listener's routes (axum), and their authentication.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::services::{ServeDir, ServeFile};
+
+use super::{AdminState, OPENAPI, PeerIp, log, prometheus, views};
+use crate::frame::Headers;
+use crate::router::DeleteError;
+
+type Shared = Arc<AdminState>;
+
+/// A JSON error: `{"error": "..."}` with its status.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The routes, with `state`.
+pub(crate) fn app(state: Arc<AdminState>) -> Router {
+    let dir = Path::new(&state.shared.config.admin.dashboard_dir).to_owned();
+    let api = Router::new()
+        .route("/api/overview", get(overview))
+        .route("/api/connections", get(connections))
+        .route("/api/connections/{id}", delete(close_connection))
+        .route("/api/connections/{id}/trace", put(trace))
+        .route(
+            "/api/destinations",
+            get(destinations).delete(delete_destination),
+        )
+        .route("/api/destinations/purge", post(purge))
+        .route("/api/messages", post(publish))
+        .route("/api/log-level", get(log_level).put(set_log_level))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API path") });
+    let metrics = Router::new().route("/metrics", get(metrics));
+    let metrics = if state.shared.config.admin.public_metrics {
+        metrics
+    } else {
+        metrics.route_layer(middleware::from_fn_with_state(state.clone(), admin_only))
+    };
+    Router::new()
+        .merge(api.route_layer(middleware::from_fn_with_state(state.clone(), admin_only)))
+        .merge(metrics)
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route_service("/", ServeFile::new(dir.join("index.html")))
+        .nest_service("/dashboard", ServeDir::new(&dir))
+        .with_state(state)
+}
+
+/// HTTP Basic credentials, if the request has well-formed ones.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let raw = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (login, passcode) = text.split_once(':')?;
+    Some((login.to_owned(), passcode.to_owned()))
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut resp = error(StatusCode::UNAUTHORIZED, message);
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"stompbox admin\""),
+    );
+    resp
+}
+
+/// Lets through admins only: Basic credentials of one of `admin.users`, verified
+/// like a STOMP login and counted against the same failed-login limit. A request that
+/// changes something and carries an `Origin` must come from this listener's origin.
+async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let shared = &state.shared;
+    let peer = req.extensions().get::<PeerIp>().map(|p| p.0);
+    let now = std::time::Instant::now();
+    if let Some(ip) = peer
+        && !shared.peers.login_allowed(ip, now)
+    {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins from your address: try again later",
+        );
+    }
+    let Some((login, passcode)) = basic(req.headers()) else {
+        return unauthorized("admin credentials required (HTTP Basic)");
+    };
+    let known = shared.config.admin.users.iter().any(|u| *u == login);
+    // The check runs for unknown logins too (against a dummy hash), so that the
+    // answer's timing does not tell which logins exist.
+    let verified = shared.verifier.check(Some(&login), &passcode).await;
+    if !(known && verified) {
+        if let Some(ip) = peer {
+            shared.peers.login_failed(ip, now);
+        }
+        tracing::warn!(%login, ?peer, "admin login failed");
+        return unauthorized("bad credentials, or not an admin");
+    }
+    if req.method() != Method::GET && !same_origin(req.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused: use the admin listener's own pages",
+        );
+    }
+    next.run(req).await
+}
+
+/// No `Origin`, or an `Origin` whose host is the `Host` this request was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o == h)
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    let shared = &state.shared;
+    let m = shared.router.metrics();
+    let listeners = !shared.shutdown.is_cancelled();
+    let store = crate::metrics::Metrics::get(&m.store_failures) == 0;
+    let memory = !shared.router.memory().is_high();
+    let ready = listeners && store && memory;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "checks": { "listeners": listeners, "store": store, "memory": memory },
+        })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        prometheus::render(&state),
+    )
+        .into_response()
+}
+
+async fn overview(State(state): State<Shared>) -> Json<views::Overview> {
+    Json(views::overview(&state))
+}
+
+async fn connections(State(state): State<Shared>) -> Json<Vec<views::Connection>> {
+    Json(views::connections(&state))
+}
+
+async fn close_connection(State(state): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
+    match state.shared.connections.get(&id) {
+        Some(conn) => {
+            tracing::info!(session = %id, "connection closed by an administrator");
+            conn.close.cancel();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no connection {id}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct TraceRequest {
+    enabled: bool,
+}
+
+async fn trace(
+    State(state): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Json<TraceRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Some(conn) = state.shared.connections.get(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("no connection {id}"));
+    };
+    conn.trace
+        .store(req.enabled, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(session = %id, enabled = req.enabled, "frame tracing switched");
+    Json(json!({ "id": id, "trace": req.enabled })).into_response()
+}
+
+async fn destinations(State(state): State<Shared>) -> Json<Vec<views::Destination>> {
+    Json(views::destinations(&state))
+}
+
+#[derive(Deserialize)]
+struct DestinationQuery {
+    destination: String,
+}
+
+async fn purge(
+    State(state): State<Shared>,
+    query: Result<Query<DestinationQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "missing ?destination=");
+    };
+    match state.shared.router.purge(&q.destination) {
+        Some(n) => {
+            tracing::info!(destination = %q.destination, purged = n, "queue purged by an administrator");
+            Json(json!({ "destination": q.destination, "purged": n })).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no queue {}", q.destination)),
+    }
+}
+
+async fn delete_destination(
+    State(state): State<Shared>,
+    query: Result<Query<DestinationQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "missing ?destination=");
+    };
+    match state.shared.router.delete_queue(&q.destination) {
+        Ok(n) => {
+            tracing::info!(destination = %q.destination, purged = n, "queue deleted by an administrator");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e @ DeleteError::NotFound) => {
+            error(StatusCode::NOT_FOUND, format!("{e}: {}", q.destination))
+        }
+        Err(e @ DeleteError::NotAQueue) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ DeleteError::InUse) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PublishRequest {
+    destination: String,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: String,
+}
+
+/// Publishes one message as a SEND would (persistent when its queue or header says
+/// so: then answered once it is on disk), waiting for room up to
+/// `queues.send_timeout_ms`.
+async fn publish(
+    State(state): State<Shared>,
+    body: Result<Json<PublishRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let router = &state.shared.router;
+    let destination = req.destination;
+    if destination.starts_with(crate::router::SYSTEM) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "system destinations are the broker's to publish on",
+        );
+    }
+    if let Err(e) = router.check_destination(&destination) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    if req.body.len() > state.shared.config.limits.max_body_bytes {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body larger than limits.max_body_bytes",
+        );
+    }
+    let mut headers = Headers::new();
+    for (k, v) in &req.headers {
+        if !crate::session::is_reserved(k) {
+            headers.push(k.as_str(), v.as_str());
+        }
+    }
+    let persistent = router.persists(&destination, headers.get("persistent"));
+    let message = router.message(destination.clone(), headers, Bytes::from(req.body));
+    let result = if persistent {
+        publish_persistent(router, message).await
+    } else {
+        router.send(message).await.map_err(|e| e.to_string())
+    };
+    match result {
+        Ok(()) => Json(json!({ "destination": destination })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn publish_persistent(
+    router: &crate::router::Router,
+    message: crate::router::Message,
+) -> Result<(), String> {
+    let mut reservation = router
+        .reserve_evicting(&message.destination, message.size, None)
+        .map_err(|e| e.to_string())?;
+    reservation.fill().await.map_err(|e| e.to_string())?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    router.persist(vec![(reservation, message.persistent())], move |r| {
+        let _ = tx.send(r);
+    });
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the store stopped".into()),
+    }
+}
+
+async fn log_level() -> Response {
+    match log::control() {
+        Some(c) => Json(json!({ "level": c.get() })).into_response(),
+        None => error(
+            StatusCode::NOT_IMPLEMENTED,
+            "the program embedding the broker installed no log-level control",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct LevelRequest {
+    level: String,
+}
+
+async fn set_log_level(body: Result<Json<LevelRequest>, JsonRejection>) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Some(c) = log::control() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "the program embedding the broker installed no log-level control",
+        );
+    };
+    match c.set(&req.level) {
+        Ok(()) => {
+            tracing::info!(level = %req.level, "log level changed by an administrator");
+            Json(json!({ "level": c.get() })).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
