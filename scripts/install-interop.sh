@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party STOMP clients used by the interop smoke tests and the
-# browser tests, the chat example's client library, and (on Debian, when missing)
-# the Chromium the browser tests drive.
+# browser tests, the chat example's and the admin dashboard's client libraries, and
+# (on Debian, when missing) the Chromium the browser tests drive, curl, and promtool
+# (Debian's prometheus package) for the admin tests.
 # Paths are relative to the repository root, so the script moves there first.
 # Safe to re-run: pip --upgrade --target and npm ci both rebuild their target
 # from the pinned manifests each time.
@@ -21,6 +22,24 @@ if [ ! -x "$chromium" ]; then
         $sudo apt-get install -y -q chromium >/dev/null
     else
         echo "install-interop: no $chromium and no apt-get: install Chromium and set STOMPBOX_CHROMIUM" >&2
+        exit 1
+    fi
+fi
+
+# tests/admin.rs calls every admin endpoint with curl and checks /metrics with
+# `promtool check metrics`; both from Debian, installed only if missing.
+debs=()
+command -v curl >/dev/null || debs+=(curl)
+command -v promtool >/dev/null || debs+=(prometheus)
+if [ ${#debs[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null; then
+        echo "install-interop: ${debs[*]} (Debian packages) for the admin tests"
+        sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -q >/dev/null
+        $sudo apt-get install -y -q --no-install-recommends "${debs[@]}" >/dev/null
+    else
+        echo "install-interop: no ${debs[*]} and no apt-get: install curl and promtool" >&2
         exit 1
     fi
 fi
@@ -46,5 +65,10 @@ echo "install-interop: playwright-core + @stomp/stompjs -> tests/browser/node_mo
 npm ci --prefix tests/browser --no-audit --no-fund >/dev/null
 echo "install-interop: @stomp/stompjs -> examples/chat/node_modules"
 npm ci --prefix examples/chat --no-audit --no-fund >/dev/null
+
+# The admin dashboard's libraries (stompjs, uPlot), served by the admin listener from
+# dashboard/node_modules: nothing is fetched at run time.
+echo "install-interop: @stomp/stompjs + uplot -> dashboard/node_modules"
+npm ci --prefix dashboard --no-audit --no-fund >/dev/null
 
 echo "install-interop: done"

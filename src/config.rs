@@ -91,7 +91,7 @@ pub struct Admin {
     /// The dashboard's directory (relative to the working directory), served at `/`
     /// and `/dashboard/`; its libraries are installed there with `npm ci --prefix
     /// dashboard`.
-    pub dashboard_dir: String,
+    pub dashboard_dir: std::path::PathBuf,
     /// Serve `/metrics` without credentials (for a Prometheus that scrapes over a
     /// network you trust). Off: scrape with `basic_auth` as an admin.
     pub public_metrics: bool,

@@ -220,9 +220,10 @@ async fn stompjs_in_chromium_topic_queue_binary_acks_and_broker_restart() {
 }
 
 /// examples/chat as a person uses it, typing and reading the page (the steps are in
-/// driver.mjs `chat`): two tabs see each other's lines and `users connected: 2`;
-/// closing one brings the other to 1 within 2 s, too soon for presence expiry to be
-/// the reason; a third tab that crashes disappears by expiry.
+/// driver.mjs `chat`): two tabs see each other's lines and `users connected: 2`; a
+/// rename shows as a rename, not a leave and a join; closing one brings the other
+/// to 1 within 2 s, and so does a third tab that crashes: the member list is the
+/// broker's presence topic, which reports a connection the moment its socket closes.
 #[tokio::test]
 async fn chat_example_tabs_see_each_other_and_leave_promptly() {
     let site = root().join("examples/chat");
@@ -423,4 +424,131 @@ async fn stompjs_over_wss_refreshes_its_token_and_a_page_that_does_not_is_closed
     );
     b.handle.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The admin dashboard (dashboard/) in headless Chromium, as an operator uses it
+/// (the steps are in driver.mjs `dashboard`): it loads with no request leaving the
+/// machine, signs in, and reads `/sys/stats` over STOMP from the admin port; its
+/// numbers move while a load runs; its publish form delivers to a subscriber; and a
+/// connection closed with its button gets ERROR and leaves the table.
+#[tokio::test]
+async fn dashboard_in_chromium_shows_a_live_load_publishes_and_closes_a_connection() {
+    use stompbox::config::User;
+    let dir = root().join("dashboard");
+    require_browser_tools(&dir);
+    require(
+        &dir.join("node_modules/uplot/dist/uPlot.iife.min.js"),
+        "run `bash scripts/install-interop.sh` (npm ci --prefix dashboard)",
+    );
+    let mut cfg = config();
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.admin.users = vec!["ops".into()];
+    cfg.admin.dashboard_dir = dir.clone();
+    cfg.auth.users = vec![User {
+        login: "ops".into(),
+        passcode_hash: Some(stompbox::auth::hash_with(
+            "secret",
+            argon2::Params::new(8, 1, 1, None).unwrap(),
+        )),
+        passcode: None,
+    }];
+    install_log_level();
+    let b = start_with(cfg).await;
+    let admin = format!("http://{}", b.handle.admin_addr.unwrap());
+    let mut victim = Client::tcp(b.tcp()).await;
+    let session = victim
+        .connect()
+        .await
+        .headers
+        .get("session")
+        .unwrap()
+        .to_owned();
+    let mut form_reader = connected(&b).await;
+    form_reader
+        .subscribe("f", "/queue/dashboard.form", "auto")
+        .await;
+    let mut args = vec![
+        "dashboard",
+        admin.as_str(),
+        "ops",
+        "secret",
+        session.as_str(),
+        "/queue/dashboard.form",
+    ];
+    // STOMPBOX_DASHBOARD_SCREENSHOT=dashboard/screenshot.png retakes the README's picture.
+    let shot = std::env::var("STOMPBOX_DASHBOARD_SCREENSHOT").ok();
+    if let Some(path) = &shot {
+        args.push(path);
+    }
+    let mut driver = Driver::spawn(&args);
+    driver.until("PHASE ready").await;
+
+    // A bounded load: a topic fan-out to two subscribers and a queue with a consumer,
+    // until the page has seen it move (at most 30 s).
+    let tcp = b.tcp();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut subs = Vec::new();
+            for i in 0..2 {
+                let mut s = Client::tcp(tcp).await;
+                s.connect().await;
+                s.subscribe(&format!("s{i}"), "/topic/load", "auto").await;
+                subs.push(s);
+            }
+            let mut p = Client::tcp(tcp).await;
+            p.connect().await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let mut sent = 0u64;
+            while !stop.is_cancelled() && tokio::time::Instant::now() < deadline && sent < 2_000_000
+            {
+                for _ in 0..100 {
+                    p.send("SEND\ndestination:/topic/load\n\nload").await;
+                }
+                p.publish("/queue/load", "tick").await;
+                sent += 101;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            sent
+        }
+    });
+    driver.until("PHASE moved").await;
+    stop.cancel();
+    let sent = load.await.unwrap();
+    assert!(sent > 1000, "the load sent {sent}");
+
+    driver.until("PHASE published").await;
+    let m = form_reader.expect(Stomp::Message).await;
+    assert_eq!(m.body, "hello from the dashboard");
+
+    driver.until("PHASE closed").await;
+    let e = victim.expect_error_and_close().await;
+    assert_eq!(e.headers.get("message"), Some("closed by an administrator"));
+    driver.succeeds().await;
+}
+
+/// A real tracing subscriber with a reloadable filter, as the binary installs, so the
+/// dashboard's log-level control works in this process too.
+fn install_log_level() {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Registry, reload};
+    struct Reload(reload::Handle<EnvFilter, Registry>);
+    impl stompbox::admin::LogLevel for Reload {
+        fn get(&self) -> String {
+            self.0.with_current(|f| f.to_string()).unwrap_or_default()
+        }
+        fn set(&self, directive: &str) -> Result<(), String> {
+            let f = EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
+            self.0.reload(f).map_err(|e| e.to_string())
+        }
+    }
+    let (filter, handle) = reload::Layer::new(EnvFilter::new("warn"));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_test_writer())
+        .try_init();
+    if installed.is_ok() {
+        stompbox::admin::install_log_level(Box::new(Reload(handle)));
+    }
 }

@@ -1,28 +1,40 @@
 // A chat room on STOMP, in the browser, with @stomp/stompjs (loaded by index.html
 // from node_modules as the global `StompJs`). The page is served by stompbox itself
-// (http.static_dir), so the broker is at ws://<this host>/ws. How presence stays
-// honest is explained in README.md next to this file.
+// (http.static_dir), so the broker is at ws://<this host>/ws. Who is here comes from
+// the broker's presence topic for the room; README.md next to this file explains it.
 'use strict';
 
 (() => {
   const ROOM = '/topic/chat.room';
-  const PRESENCE = '/topic/chat.room.presence';
-  // Everyone says "here" this often...
-  const ANNOUNCE_MS = 5000;
-  // ...and is dropped from the list after this long without a word: two missed
-  // announcements and then some, so one late timer in a background tab is not a leave.
-  const EXPIRE_MS = 12000;
+  // The broker publishes here who is subscribed to ROOM: a snapshot on SUBSCRIBE,
+  // then one event per subscription that comes or goes.
+  const PRESENCE = `/sys/presence${ROOM}`;
+  // How long a tab whose last room subscription ended stays listed in case the same
+  // session subscribes again: a client that renames by unsubscribing first would
+  // otherwise show as leaving and joining. Short next to the 2 s a crashed tab may take.
+  const RENAME_GRACE_MS = 300;
+  // Lines already shown, by id: while this tab renames, two of its subscriptions
+  // receive the room for a moment.
+  const SEEN_KEPT = 500;
 
   const params = new URLSearchParams(location.search);
   const me = {
-    // Per tab: two tabs of one person are two connections, and each counts.
-    id: crypto.randomUUID(),
     name: (params.get('name') ?? localStorage.getItem('chat.name') ?? `guest-${Math.floor(1000 + Math.random() * 9000)}`).slice(0, 40),
   };
+  // The broker's name for this tab's connection (CONNECTED `session`); a new one on
+  // every reconnect, so lines from before it are recognised by any of them.
+  let session = null;
+  const mySessions = new Set();
+  let lineSeq = 0;
+  let roomSubscription = null;
 
   const $ = (id) => document.getElementById(id);
-  const present = new Map(); // id → { name, seen (ms) }
-  let lastAnnounce = 0;
+  // session → Map(subscription id → name), newest subscription last: one tab is one
+  // session, and it goes by the name of its newest subscription.
+  const members = new Map();
+  // session → { timer, subscription } for tabs within RENAME_GRACE_MS of leaving.
+  const leaving = new Map();
+  const seen = new Set();
 
   // --- the page --------------------------------------------------------------
 
@@ -31,16 +43,22 @@
     me.name = $('name').value.trim().slice(0, 40) || me.name;
     $('name').value = me.name;
     localStorage.setItem('chat.name', me.name);
-    announce('here');
+    if (client.connected) joinRoom();
   });
 
+  const nameOf = (s) => [...(members.get(s)?.values() ?? [])].at(-1);
+
   function render() {
-    $('count').textContent = `users connected: ${present.size}`;
-    const users = $('users');
-    users.replaceChildren(
-      ...[...present.values()]
+    // Distinct sessions, as the broker reports them: two tabs are two users.
+    $('count').textContent = `users connected: ${members.size}`;
+    $('users').replaceChildren(
+      ...[...members.keys()]
+        .map((s) => ({ s, name: nameOf(s) }))
         .sort((a, b) => a.name.localeCompare(b.name))
-        .map(({ name }) => Object.assign(document.createElement('li'), { textContent: name })),
+        .map(({ s, name }) => Object.assign(document.createElement('li'), {
+          textContent: s === session ? `${name} (you)` : name,
+          className: s === session ? 'me' : '',
+        })),
     );
   }
 
@@ -53,7 +71,7 @@
       item.className = 'notice';
       item.textContent = line.notice;
     } else {
-      item.className = line.id === me.id ? 'message mine' : 'message';
+      item.className = mySessions.has(line.session) ? 'message mine' : 'message';
       const time = document.createElement('time');
       time.textContent = new Date(line.at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
       const name = Object.assign(document.createElement('span'), { className: 'name', textContent: line.name });
@@ -69,34 +87,27 @@
     $('status').textContent = text;
   }
 
-  // --- presence --------------------------------------------------------------
+  // --- presence, from the broker ---------------------------------------------
 
-  function seen(id, name) {
-    const known = present.has(id);
-    present.set(id, { name, seen: Date.now() });
-    if (!known && id !== me.id) show({ notice: `${name} joined` });
-    render();
+  function memberName(m) {
+    try {
+      const info = JSON.parse(m.info);
+      if (typeof info?.name === 'string' && info.name.trim()) return info.name.trim().slice(0, 40);
+    } catch {
+      // No info, or not ours: fall back to the login.
+    }
+    return typeof m.login === 'string' ? m.login : 'anonymous';
   }
 
-  function gone(id, why) {
-    const who = present.get(id);
-    if (!who || id === me.id) return;
-    present.delete(id);
-    show({ notice: `${who.name} ${why}` });
-    render();
+  function add(m) {
+    if (!members.has(m.session)) members.set(m.session, new Map());
+    members.get(m.session).set(m.subscription, memberName(m));
   }
 
-  // hello: "I just came, who is here?" (everyone answers with here)
-  // here:  "I am still here" (periodic, and the answer to hello)
-  // bye:   "I am leaving" (pagehide)
-  function announce(type) {
-    if (!client.connected) return;
-    lastAnnounce = Date.now();
-    client.publish({
-      destination: PRESENCE,
-      body: JSON.stringify({ type, id: me.id, name: me.name }),
-      headers: { 'content-type': 'application/json' },
-    });
+  function forgetAll() {
+    for (const { timer } of leaving.values()) clearTimeout(timer);
+    leaving.clear();
+    members.clear();
   }
 
   function onPresence(message) {
@@ -106,25 +117,75 @@
     } catch {
       return;
     }
-    if (typeof p.id !== 'string' || typeof p.name !== 'string') return;
-    if (p.type === 'bye') {
-      gone(p.id, 'left');
+    if (p.event === 'snapshot') {
+      forgetAll();
+      for (const m of p.members ?? []) if (m?.session) add(m);
+      render();
       return;
     }
-    seen(p.id, p.name.slice(0, 40));
-    if (p.type === 'hello' && p.id !== me.id) announce('here');
-    // Network events are not throttled in background tabs, timers are: a hidden tab
-    // keeps itself alive by answering the visible tabs' announcements when due.
-    if (Date.now() - lastAnnounce >= ANNOUNCE_MS) announce('here');
+    const m = p.member;
+    if (!m?.session) return;
+    if (p.event === 'subscribed') {
+      const before = nameOf(m.session);
+      const pending = leaving.get(m.session);
+      if (pending) {
+        // Unsubscribed, then subscribed again: a rename, not a leave and a join.
+        clearTimeout(pending.timer);
+        leaving.delete(m.session);
+        members.get(m.session)?.delete(pending.subscription);
+      }
+      add(m);
+      const after = nameOf(m.session);
+      if (before === undefined) {
+        if (m.session !== session) show({ notice: `${after} joined` });
+      } else if (before !== after) {
+        show({ notice: `${before} is now ${after}` });
+      }
+      render();
+    } else if (p.event === 'unsubscribed') {
+      const subs = members.get(m.session);
+      if (!subs?.has(m.subscription) || leaving.has(m.session)) return;
+      if (subs.size > 1) {
+        // The tab keeps another room subscription (a rename that subscribed first).
+        subs.delete(m.subscription);
+        render();
+        return;
+      }
+      const timer = setTimeout(() => {
+        leaving.delete(m.session);
+        const name = nameOf(m.session);
+        members.delete(m.session);
+        show({ notice: `${name} left` });
+        render();
+      }, RENAME_GRACE_MS);
+      leaving.set(m.session, { timer, subscription: m.subscription });
+    }
   }
 
-  setInterval(() => {
-    if (Date.now() - lastAnnounce >= ANNOUNCE_MS) announce('here');
-    const cutoff = Date.now() - EXPIRE_MS;
-    for (const [id, { seen: at }] of present) {
-      if (at < cutoff) gone(id, 'went away');
+  // The room subscription carries this tab's name (presence-info) for everyone's
+  // member list. A rename subscribes anew before dropping the old subscription, so
+  // no line published in between is missed; the overlap's doubles are filtered by id.
+  function joinRoom() {
+    const old = roomSubscription;
+    roomSubscription = client.subscribe(ROOM, onLine, { 'presence-info': JSON.stringify({ name: me.name }) });
+    old?.unsubscribe();
+  }
+
+  function onLine(message) {
+    let line;
+    try {
+      line = JSON.parse(message.body);
+    } catch {
+      return; // Not ours; ignore.
     }
-  }, 1000);
+    if (typeof line?.text !== 'string' || typeof line.name !== 'string') return;
+    if (typeof line.id === 'string') {
+      if (seen.has(line.id)) return;
+      seen.add(line.id);
+      if (seen.size > SEEN_KEPT) seen.delete(seen.values().next().value);
+    }
+    show(line);
+  }
 
   // --- the connection --------------------------------------------------------
 
@@ -133,26 +194,22 @@
     reconnectDelay: 1000,
   });
 
-  client.onConnect = () => {
+  client.onConnect = (frame) => {
+    session = frame.headers.session ?? null;
+    if (session) mySessions.add(session);
     status(true, 'connected');
-    client.subscribe(ROOM, (message) => {
-      try {
-        const line = JSON.parse(message.body);
-        if (typeof line.text === 'string' && typeof line.name === 'string') show(line);
-      } catch {
-        // Not ours; ignore.
-      }
-    });
+    // Presence first: the snapshot comes before this tab is in the room, and this
+    // tab's own `subscribed` event, through the broker, is what lists it.
     client.subscribe(PRESENCE, onPresence);
-    // Our own hello comes back through the topic too, which is what puts us in
-    // the list: the count is what the broker delivered, not what we assumed.
-    announce('hello');
+    roomSubscription = null;
+    joinRoom();
   };
 
   client.onWebSocketClose = () => {
     status(false, 'reconnecting…');
-    // Who is here is re-learnt on reconnect (hello); until then nobody is known.
-    present.clear();
+    // Re-learnt from the snapshot on reconnect; until then nobody is known.
+    roomSubscription = null;
+    forgetAll();
     render();
   };
   client.onStompError = (frame) => show({ notice: `broker error: ${frame.headers.message}` });
@@ -161,27 +218,21 @@
     event.preventDefault();
     const text = $('input').value.trim();
     if (!text || !client.connected) return;
+    lineSeq += 1;
     client.publish({
       destination: ROOM,
-      body: JSON.stringify({ id: me.id, name: me.name, text, at: Date.now() }),
+      body: JSON.stringify({ id: `${session}/${lineSeq}`, session, name: me.name, text, at: Date.now() }),
       headers: { 'content-type': 'application/json' },
     });
     $('input').value = '';
   });
 
-  // The prompt way out: a tab being closed or navigated away says so. (pagehide,
-  // unlike unload, also fires when the page goes into the back/forward cache.)
-  addEventListener('pagehide', () => {
-    announce('bye');
-    client.deactivate();
-  });
-  // Back from the back/forward cache, or visible again after a long time hidden:
-  // ask again who is here.
+  // A tab closed or navigated away disconnects, and the broker tells the others at
+  // once. (pagehide, unlike unload, also fires when the page goes into the
+  // back/forward cache; pageshow brings it back.)
+  addEventListener('pagehide', () => client.deactivate());
   addEventListener('pageshow', (event) => {
     if (event.persisted) client.activate();
-  });
-  document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible') announce('hello');
   });
 
   render();

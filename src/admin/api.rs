@@ -1,6 +1,5 @@
 //! The admin listener's routes (axum), and their authentication.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -29,7 +28,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The routes, with `state`.
 pub(crate) fn app(state: Arc<AdminState>) -> Router {
-    let dir = Path::new(&state.shared.config.admin.dashboard_dir).to_owned();
+    let dir = state.shared.config.admin.dashboard_dir.clone();
     let api = Router::new()
         .route("/api/overview", get(overview))
         .route("/api/connections", get(connections))
@@ -106,7 +105,7 @@ async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Re
     let Some((login, passcode)) = basic(req.headers()) else {
         return unauthorized("admin credentials required (HTTP Basic)");
     };
-    let known = shared.config.admin.users.iter().any(|u| *u == login);
+    let known = shared.config.admin.users.contains(&login);
     // The check runs for unknown logins too (against a dummy hash), so that the
     // answer's timing does not tell which logins exist.
     let verified = shared.verifier.check(Some(&login), &passcode).await;

@@ -13,6 +13,13 @@ use crate::frame::Headers;
 use crate::metrics::Metrics;
 use crate::session::STATS_TOPIC;
 
+/// Counters at one tick: (published, delivered), broker-wide and per destination.
+struct Sample {
+    at: Instant,
+    totals: (u64, u64),
+    per_dest: HashMap<String, (u64, u64)>,
+}
+
 /// Runs until `stop`.
 pub(crate) async fn run(state: Arc<AdminState>, stop: CancellationToken) {
     let admin = &state.shared.config.admin;
@@ -20,7 +27,7 @@ pub(crate) async fn run(state: Arc<AdminState>, stop: CancellationToken) {
     let max_rows = admin.stats_max_rows;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<(Instant, (u64, u64), HashMap<String, (u64, u64)>)> = None;
+    let mut last: Option<Sample> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -41,8 +48,8 @@ pub(crate) async fn run(state: Arc<AdminState>, stop: CancellationToken) {
                 )
             })
             .collect();
-        if let Some((at, before, before_dest)) = &last {
-            let secs = now.duration_since(*at).as_secs_f64().max(1e-3);
+        if let Some(before) = &last {
+            let secs = now.duration_since(before.at).as_secs_f64().max(1e-3);
             let rate = |now: (u64, u64), then: (u64, u64)| views::Rates {
                 published_per_s: now.0.saturating_sub(then.0) as f64 / secs,
                 delivered_per_s: now.1.saturating_sub(then.1) as f64 / secs,
@@ -50,13 +57,17 @@ pub(crate) async fn run(state: Arc<AdminState>, stop: CancellationToken) {
             let dest_rates = per_dest
                 .iter()
                 .map(|(name, v)| {
-                    let then = before_dest.get(name).copied().unwrap_or((0, 0));
+                    let then = before.per_dest.get(name).copied().unwrap_or((0, 0));
                     (name.clone(), rate(*v, then))
                 })
                 .collect();
-            state.set_rates(rate(totals, *before), dest_rates);
+            state.set_rates(rate(totals, before.totals), dest_rates);
         }
-        last = Some((now, totals, per_dest));
+        last = Some(Sample {
+            at: now,
+            totals,
+            per_dest,
+        });
         if router.has_subscribers(STATS_TOPIC) {
             let snapshot = views::snapshot(&state, max_rows);
             let body = match serde_json::to_vec(&snapshot) {

@@ -125,8 +125,10 @@ pub async fn serve(
             config.write_timeout(),
             kill.clone(),
             stop_writer.clone(),
-            shared.router.metrics().clone(),
-            Trace::new(&registered, config.admin.trace_body_bytes),
+            Observers {
+                metrics: shared.router.metrics().clone(),
+                trace: Trace::new(&registered, config.admin.trace_body_bytes),
+            },
         )
         .in_current_span(),
     );
@@ -205,6 +207,13 @@ pub async fn serve(
     // Closes the link: every delivery not settled goes back to its queue.
     drop(session);
     drop(registered);
+}
+
+/// Who watches what the writer writes: the broker's counters, and the connection's
+/// frame trace.
+struct Observers {
+    metrics: Arc<Metrics>,
+    trace: Trace,
 }
 
 /// Frame tracing of one connection, switched on and off by the admin API
@@ -663,9 +672,9 @@ async fn write_loop(
     write_timeout: Duration,
     kill: CancellationToken,
     stop: CancellationToken,
-    metrics: Arc<Metrics>,
-    trace: Trace,
+    observers: Observers,
 ) {
+    let Observers { metrics, trace } = observers;
     // However the writer ends (a panic included), the session must not go on waiting
     // for a writer that is gone.
     let _end_session = kill.clone().drop_guard();

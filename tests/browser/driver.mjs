@@ -19,7 +19,17 @@
 //       WAIT_MS later, the other must get ERROR "token expired".
 //   node tests/browser/driver.mjs chat BASE_URL [SCREENSHOT.png]
 //       Opens the chat example (examples/chat) in several pages and checks that
-//       they see each other's lines and an honest "users connected" count.
+//       they see each other's lines and an honest "users connected" count, kept
+//       by the broker's presence topic: a closed or crashed tab is gone within 2 s.
+//   node tests/browser/driver.mjs dashboard ADMIN_URL LOGIN PASSCODE VICTIM FORM_DESTINATION [SCREENSHOT.png]
+//       Opens the admin dashboard (dashboard/, served by the admin listener) at
+//       1280x800 and signs in. Prints `PHASE ready` once it is connected and shows
+//       the published total (the Rust test then starts a load), `PHASE moved` once
+//       that total grew by 1000 and the rate chart got a non-zero published rate,
+//       `PHASE published` after a message sent with the publish form to
+//       FORM_DESTINATION was accepted, and `PHASE closed` once closing connection
+//       VICTIM (a session id) from its table row took it off the table. Fails if
+//       the page makes any request that is not http/ws to ADMIN_URL's host.
 //
 // Prints `RESULT ok` and exits 0 only when every check passed; otherwise prints
 // `RESULT fail: ...` and exits 1. Either way it stops by itself within
@@ -61,14 +71,14 @@ async function finish(ok, reason) {
 
 setTimeout(() => finish(false, `driver timed out after ${OVERALL_TIMEOUT_MS} ms`), OVERALL_TIMEOUT_MS).unref();
 
-async function launch(ignoreHTTPSErrors = false) {
+async function launch(ignoreHTTPSErrors = false, viewport = { width: 640, height: 520 }) {
   profile = mkdtempSync(join(tmpdir(), 'stompbox-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     args: ARGS,
     ignoreHTTPSErrors,
-    viewport: { width: 640, height: 520 },
+    viewport,
   });
 }
 
@@ -215,22 +225,162 @@ async function chat(base, screenshot) {
     await saveSideBySide(alice, bob, screenshot);
   }
 
-  // A closed tab says goodbye on pagehide. Presence expiry (see
-  // examples/chat/README.md) could not explain a drop this quick.
+  // A rename subscribes again with the new name: the others see the new name and
+  // the same count, and nobody left or joined.
+  await alice.locator('#name').fill('alicia');
+  await alice.locator('#name').press('Tab');
+  try {
+    await bob.locator('#messages .notice', { hasText: 'alice is now alicia' }).waitFor({ timeout: 5000 });
+  } catch {
+    throw new Error(`bob never showed "alice is now alicia"; it shows:\n${await bob.locator('#messages').innerText()}`);
+  }
+  // Past the page's rename grace, so a leave would have shown by now.
+  await sleep(600);
+  const users = await bob.locator('#users li').allTextContents();
+  if (JSON.stringify(users) !== JSON.stringify(['alicia', 'bob (you)'])) {
+    throw new Error(`after the rename bob lists ${JSON.stringify(users)}`);
+  }
+  await expectCount(bob, 'bob', 2, 100);
+  const notices = await bob.locator('#messages .notice').allTextContents();
+  if (notices.some((n) => /^ali.* (left|joined)$/.test(n))) {
+    throw new Error(`the rename showed as a leave or a join: ${JSON.stringify(notices)}`);
+  }
+  console.error('alice renamed herself alicia: bob shows the new name, still 2 users');
+
+  // A closed tab disconnects (pagehide); the broker's presence topic tells the rest.
   await bob.close();
   const leftMs = await expectCount(alice, 'alice', 1, 2000);
   console.error(`bob closed his tab: alice shows users connected: 1 after ${leftMs} ms`);
 
-  // A crashed tab sends nothing; its presence expires.
+  // A crashed tab says nothing, but its socket closes, and the broker says so too.
   const carol = await open('carol');
   await expectCount(alice, 'alice', 2, 5000);
   await expectCount(carol, 'carol', 2, 5000);
   const cdp = await context.newCDPSession(carol);
   cdp.send('Page.crash').catch(() => {});
-  const crashMs = await expectCount(alice, 'alice', 1, 20000);
+  const crashMs = await expectCount(alice, 'alice', 1, 2000);
   console.error(`carol's tab crashed: alice shows users connected: 1 after ${crashMs} ms`);
 
   if (errors.length) throw new Error(errors.join('; '));
+}
+
+// The admin dashboard, as an operator uses it: signing in, watching the numbers
+// move, publishing from the form and closing a connection from its row.
+async function dashboard(adminUrl, login, passcode, victim, formDestination, screenshot) {
+  if (!formDestination) {
+    throw new Error('usage: dashboard ADMIN_URL LOGIN PASSCODE VICTIM_SESSION_ID FORM_DESTINATION [SCREENSHOT.png]');
+  }
+  const admin = new URL(adminUrl);
+  const allowed = admin.protocol === 'https:' ? ['https:', 'wss:'] : ['http:', 'ws:'];
+  const page = await context.newPage();
+  const errors = [];
+  const leaks = [];
+  watch(page, 'dashboard', errors);
+  // The page must work offline: everything it loads comes from the admin port.
+  const check = (url) => {
+    let u;
+    try {
+      u = new URL(url);
+    } catch {
+      leaks.push(url);
+      return;
+    }
+    if (u.host !== admin.host || !allowed.includes(u.protocol)) leaks.push(url);
+  };
+  page.on('request', (r) => check(r.url()));
+  page.on('websocket', (ws) => check(ws.url()));
+  const dialogs = [];
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    d.accept().catch(() => {});
+  });
+  const healthy = () => {
+    if (leaks.length) throw new Error(`request left the machine: ${leaks[0]}`);
+    if (errors.length) throw new Error(errors.join('; '));
+  };
+  const text = (selector) => page.locator(selector).textContent();
+  const total = async () => {
+    const t = await text('#published-total');
+    const digits = (t ?? '').replace(/[,\s]/g, '');
+    return /^\d+$/.test(digits) ? Number(digits) : null;
+  };
+  const snapshots = () => page.evaluate(() => window.dashboard?.snapshots ?? 0);
+  const wait = async (what, fn, timeoutMs, arg) => {
+    try {
+      await page.waitForFunction(fn, arg, { timeout: timeoutMs, polling: 100 });
+    } catch (e) {
+      healthy();
+      throw new Error(`${what} not within ${timeoutMs} ms (status "${await text('#status')}")`);
+    }
+    healthy();
+  };
+
+  const response = await page.goto(`${adminUrl.replace(/\/$/, '')}/`);
+  if (!response?.ok()) throw new Error(`GET ${adminUrl}/ answered ${response?.status()}`);
+  await page.locator('#login').fill(login);
+  await page.locator('#passcode').fill(passcode);
+  await page.locator('#sign-in').click();
+  await wait('#status saying connected', () => /^connected\b/.test(document.querySelector('#status')?.textContent ?? ''), 15000);
+  await wait('a number in #published-total',
+    () => /^[\d,]+$/.test(document.querySelector('#published-total')?.textContent ?? ''), 15000);
+  // A snapshot, not just the overview fetched at sign-in, so the tables are live.
+  await wait('a first /sys/stats snapshot', () => (window.dashboard?.snapshots ?? 0) > 0, 15000);
+  const atReady = await total();
+  const readyAtMs = await page.evaluate(() => window.dashboard.lastRates?.at_ms ?? 0);
+  console.error(`signed in; published total ${atReady}`);
+  console.log('PHASE ready');
+
+  await wait('the published total growing by 1000 with a non-zero published rate on the chart',
+    ({ from, since }) => {
+      const digits = (document.querySelector('#published-total')?.textContent ?? '').replace(/[,\s]/g, '');
+      const grown = /^\d+$/.test(digits) && Number(digits) >= from + 1000;
+      const charted = window.dashboard.rateHistory().some((r) => r.at_ms > since && r.published_per_s > 0);
+      return grown && charted;
+    }, 30000, { from: atReady, since: readyAtMs });
+  const peak = await page.evaluate(() => Math.max(...window.dashboard.rateHistory().map((r) => r.published_per_s ?? 0)));
+  console.error(`published total ${await total()} (was ${atReady}); peak charted rate ${peak}/s`);
+  console.log('PHASE moved');
+
+  await page.locator('#publish-destination').fill(formDestination);
+  await page.locator('#publish-body').fill('hello from the dashboard');
+  await page.locator('#publish-form [type=submit]').click();
+  await wait('#publish-result reporting the message published',
+    () => ['ok', 'error'].includes(document.querySelector('#publish-result')?.dataset.state), 10000);
+  const published = await page.locator('#publish-result').evaluate((e) => ({ state: e.dataset.state, text: e.textContent }));
+  if (published.state !== 'ok') throw new Error(`the publish form failed: ${published.text}`);
+  console.error(`publish form: ${published.text}`);
+  console.log('PHASE published');
+
+  await page.locator('#connection-search').fill(victim);
+  const row = page.locator(`#connections tr[data-id=${JSON.stringify(victim)}]`);
+  try {
+    await row.waitFor({ timeout: 5000 });
+  } catch {
+    healthy();
+    throw new Error(`no row for connection ${victim} in #connections`);
+  }
+  await row.locator('.close-connection').click();
+  try {
+    await row.waitFor({ state: 'detached', timeout: 10000 });
+  } catch {
+    healthy();
+    const notices = await page.locator('#notices').innerText();
+    throw new Error(`connection ${victim} still listed 10 s after Close (notices: ${notices})`);
+  }
+  if (!dialogs.length) throw new Error('Close did not ask for confirmation');
+  healthy();
+  console.error(`closed ${victim} after confirming "${dialogs.at(-1)}"`);
+  console.log('PHASE closed');
+
+  if (screenshot) {
+    await page.locator('#connection-search').fill('');
+    await page.locator('#destination-search').fill('');
+    const seen = await snapshots();
+    await wait('one more snapshot', (n) => window.dashboard.snapshots > n, 5000, seen);
+    await page.screenshot({ path: screenshot, fullPage: true });
+    console.error(`screenshot saved to ${screenshot}`);
+  }
+  healthy();
 }
 
 // Two pages side by side in one PNG, for examples/chat/README.md.
@@ -248,8 +398,9 @@ async function saveSideBySide(left, right, path) {
 
 const [mode, base, ...rest] = process.argv.slice(2);
 try {
-  // Only the token run uses wss://, with a certificate made by the test.
-  await launch(mode === 'token');
+  // Only the token run uses wss://, with a certificate made by the test; the
+  // dashboard is laid out for a laptop screen.
+  await launch(mode === 'token', mode === 'dashboard' ? { width: 1280, height: 800 } : undefined);
 } catch (e) {
   await finish(false, `cannot start Chromium at ${CHROMIUM} (Debian package chromium): ${e.message}`);
 }
@@ -260,7 +411,10 @@ try {
   else if (mode === 'chat') {
     await chat(base, rest[0]);
     await finish(true);
-  } else await finish(false, `unknown mode ${JSON.stringify(mode)}; use stompjs or chat`);
+  } else if (mode === 'dashboard') {
+    await dashboard(base, ...rest);
+    await finish(true);
+  } else await finish(false, `unknown mode ${JSON.stringify(mode)}; use stompjs, heartbeat, token, chat or dashboard`);
 } catch (e) {
   await finish(false, e.message);
 }

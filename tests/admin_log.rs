@@ -1,0 +1,167 @@
+//! The admin API's runtime switches: the log level, changed without a restart, and
+//! one connection's frames traced on and off. This test process installs a
+//! subscriber with a reloadable filter, as the `stompbox` binary does, and reads what
+//! it logs (a process has one global subscriber: hence a file of its own).
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::{Value, json};
+use stompbox::config::User;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+/// Everything logged, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Reload(reload::Handle<EnvFilter, Registry>);
+
+impl stompbox::admin::LogLevel for Reload {
+    fn get(&self) -> String {
+        self.0.with_current(|f| f.to_string()).unwrap_or_default()
+    }
+    fn set(&self, directive: &str) -> Result<(), String> {
+        let f = EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
+        self.0.reload(f).map_err(|e| e.to_string())
+    }
+}
+
+fn capture() -> Captured {
+    let out = Captured::default();
+    let (filter, handle) = reload::Layer::new(EnvFilter::new("info"));
+    let writer = out.clone();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || writer.clone()),
+        )
+        .init();
+    stompbox::admin::install_log_level(Box::new(Reload(handle)));
+    out
+}
+
+/// One request over a fresh connection, as `ops`; returns (status, JSON body).
+async fn api(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("ops:secret");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let json = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null))
+        .unwrap();
+    (status, json)
+}
+
+#[tokio::test]
+async fn log_level_and_frame_tracing_change_while_the_broker_runs() {
+    let logs = capture();
+    let mut cfg = config();
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.admin.users = vec!["ops".into()];
+    cfg.admin.trace_body_bytes = 8;
+    cfg.auth.users = vec![User {
+        login: "ops".into(),
+        passcode_hash: Some(stompbox::auth::hash_with(
+            "secret",
+            argon2::Params::new(8, 1, 1, None).unwrap(),
+        )),
+        passcode: None,
+    }];
+    let broker = start_with(cfg).await;
+    let admin = broker.handle.admin_addr.unwrap();
+
+    // The level: info at start; debug lines appear only after the switch.
+    assert_eq!(
+        api(admin, "GET", "/api/log-level", "").await,
+        (200, json!({"level": "info"}))
+    );
+    let mut c = Client::tcp(broker.tcp()).await;
+    let id = c.connect().await.headers.get("session").unwrap().to_owned();
+    assert!(!logs.text().contains("DEBUG"), "{}", logs.text());
+    assert_eq!(
+        api(admin, "PUT", "/api/log-level", r#"{"level":"debug"}"#).await,
+        (200, json!({"level": "debug"}))
+    );
+    let _c2 = connected(&broker).await;
+    assert!(
+        logs.text().contains("DEBUG"),
+        "no debug line after the switch"
+    );
+    let (status, _) = api(admin, "PUT", "/api/log-level", r#"{"level":"[nonsense"}"#).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        api(admin, "PUT", "/api/log-level", r#"{"level":"info"}"#).await,
+        (200, json!({"level": "info"}))
+    );
+
+    // Tracing one connection: its frames both ways, bodies cut to 8 bytes.
+    let traced = |s: &str| s.lines().filter(|l| l.contains("stompbox::trace")).count();
+    c.publish("/queue/untraced", "before-the-switch").await;
+    assert_eq!(traced(&logs.text()), 0);
+    let path = format!("/api/connections/{id}/trace");
+    let (status, _) = api(admin, "PUT", &path, r#"{"enabled":true}"#).await;
+    assert_eq!(status, 200);
+    c.publish("/queue/traced", "0123456789abcdef").await;
+    let text = logs.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("stompbox::trace"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("direction=\"in\"") || l.contains("direction=in")),
+        "{lines:?}"
+    );
+    let send = lines
+        .iter()
+        .find(|l| l.contains("SEND"))
+        .expect("the SEND is traced");
+    assert!(send.contains("body=01234567 body_len=16"), "{send}");
+    assert!(!send.contains("89abcdef"), "the body is cut: {send}");
+    assert!(
+        lines.iter().any(|l| l.contains("RECEIPT")),
+        "the RECEIPT going out is traced: {lines:?}"
+    );
+    let before = lines.len();
+    let (status, _) = api(admin, "PUT", &path, r#"{"enabled":false}"#).await;
+    assert_eq!(status, 200);
+    c.publish("/queue/traced", "after").await;
+    assert_eq!(traced(&logs.text()), before, "tracing is off again");
+}
