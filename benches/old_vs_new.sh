@@ -5,7 +5,8 @@
 #   bash benches/old_vs_new.sh OLD_BINARY [RUNS] > results.jsonl
 #   python3 benches/summarize.py results.jsonl
 #
-# OLD_BINARY is a release `stompbox` built from an earlier commit (for example with
+# OLD_BINARY is a release `stompbox` (with `--data-dir`, so from issue 10 on) built
+# from an earlier commit (for example with
 # `git worktree add /tmp/base <commit> && cargo build --release --bin stompbox` there).
 # Loopback only; every run is bounded by --max-seconds.
 set -euo pipefail
@@ -20,9 +21,11 @@ ulimit -n "$(ulimit -Hn)"
 
 cleanup() { kill "${old_pid:-}" "${new_pid:-}" 2>/dev/null || true; }
 trap cleanup EXIT
-"$old" --tcp 127.0.0.1:61711 --ws 127.0.0.1:15711 2>/dev/null &
+# Both in memory (two brokers cannot share the default data directory); the admin
+# listener stays at its default (on) for the new build when it has one.
+"$old" --tcp 127.0.0.1:61711 --ws 127.0.0.1:15711 --data-dir "" 2>/dev/null &
 old_pid=$!
-target/release/stompbox --tcp 127.0.0.1:61712 --ws 127.0.0.1:15712 2>/dev/null &
+target/release/stompbox --tcp 127.0.0.1:61712 --ws 127.0.0.1:15712 --data-dir "" 2>/dev/null &
 new_pid=$!
 sleep 1
 
