@@ -26,10 +26,18 @@
 //!   thread (`store::GroupCommit`) in one transaction per batch; loaded at start.
 //! - [`memory`] — the broker-wide gauge of held bytes and its high watermark.
 //! - [`outbox`] — the bounded per-connection queue the router `try`-pushes into.
-//! - [`metrics`] — counters.
+//! - [`metrics`] — counters and histograms; per-destination counters live with their
+//!   queue or topic (`router::StatsIndex`, a bounded label set).
+//! - [`connections`] — the list of open connections (peer, transport, login,
+//!   subscriptions, outbox depth) and an administrator's handles on each: close, trace.
+//! - [`admin`] — the admin listener (axum, on the same HTTP front as the WebSocket
+//!   listener): health, readiness, Prometheus `/metrics`, the JSON API
+//!   (`admin/openapi.json`), the dashboard's files, and the `/sys/stats` tick. System
+//!   topics (`/sys/stats`, `/sys/presence/…`) are published by the broker only.
 //!
-//! The import graph is a tree: `session → router → outbox`, `router → store`, and
-//! `transport → outbox` (for close reasons). Nothing below the router calls back up into it: a delivery
+//! The import graph is a tree: `session → router → outbox`, `router → store`,
+//! `transport → outbox` (for close reasons), `session → connections`, and `admin →
+//! session, router, connections` (the HTTP front only hands requests to `admin`). Nothing below the router calls back up into it: a delivery
 //! rides in the outbox as an opaque `Ticket`, and the writer reports tickets to the
 //! connection's `Link`.
 //!

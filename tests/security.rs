@@ -53,10 +53,10 @@ fn setup() -> Setup {
         .replace("\"0.0.0.0:61614\"", "\"127.0.0.1:0\"")
         .replace("\"0.0.0.0:15673\"", "\"127.0.0.1:0\"")
         .replace("\"127.0.0.1:61613\"", "\"127.0.0.1:0\"")
-        .replace("\"127.0.0.1:15674\"", "\"127.0.0.1:0\"");
+        .replace("\"127.0.0.1:15674\"", "\"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:15680\"", "\"127.0.0.1:0\"");
     let mut config = Config::from_toml(&text).expect("SECURITY.md's configuration is valid");
     config.store.data_dir = String::new();
-    config.admin.listen = String::new();
     Setup {
         dir,
         der: ck.cert.der().clone(),
@@ -204,6 +204,45 @@ async fn the_production_config_refuses_what_it_should() {
         "permission denied: write on /x",
         "the SUBSCRIBE passed"
     );
+
+    // The admin side: only the admin's credentials open the API, and only an admin
+    // reads /sys/stats.
+    let admin = b.handle.admin_addr.unwrap();
+    for (user, status) in [
+        (None, "401"),
+        (Some("orders-service:change-me"), "401"),
+        (Some("ops:wrong"), "401"),
+        (Some("ops:ops-change-me"), "200"),
+    ] {
+        use base64::Engine as _;
+        let mut c = TcpStream::connect(admin).await.unwrap();
+        let auth = user.map_or(String::new(), |u| {
+            format!(
+                "authorization: Basic {}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(u)
+            )
+        });
+        c.write_all(
+            format!("GET /api/overview HTTP/1.1\r\nhost: localhost\r\n{auth}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = vec![0u8; 12];
+        tokio::time::timeout(WAIT, c.read_exact(&mut head))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&head[9..12], status.as_bytes(), "{user:?}");
+    }
+    let mut svc = tls(stomp, &s.der).await;
+    let f = exchange_until(
+        &mut svc,
+        &(connect("login:orders-service\npasscode:change-me\n")
+            + "SUBSCRIBE\nid:1\ndestination:/sys/stats\n\n\0"),
+        true,
+    )
+    .await;
+    assert_eq!(message(&f), "permission denied: read on /sys/stats");
 
     // Plain text on the TLS port.
     let mut plain = TcpStream::connect(stomp).await.unwrap();

@@ -260,7 +260,11 @@ pub(super) fn snapshot(state: &AdminState, max_rows: usize) -> Snapshot {
         destinations.truncate(max_rows);
         destinations.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    connections.truncate(max_rows);
+    if connections.len() > max_rows {
+        // Slow consumers and full outboxes first: those are the ones to look at.
+        connections.sort_by(|a, b| (b.slow, b.outbox_bytes).cmp(&(a.slow, a.outbox_bytes)));
+        connections.truncate(max_rows);
+    }
     Snapshot {
         at_ms: crate::router::now_ms(),
         overview: overview(state),
