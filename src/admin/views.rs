@@ -262,7 +262,7 @@ pub(super) fn snapshot(state: &AdminState, max_rows: usize) -> Snapshot {
     }
     if connections.len() > max_rows {
         // Slow consumers and full outboxes first: those are the ones to look at.
-        connections.sort_by(|a, b| (b.slow, b.outbox_bytes).cmp(&(a.slow, a.outbox_bytes)));
+        connections.sort_by_key(|c| std::cmp::Reverse((c.slow, c.outbox_bytes)));
         connections.truncate(max_rows);
     }
     Snapshot {
