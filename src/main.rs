@@ -107,24 +107,7 @@ fn init_logging() {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .init();
-    stompbox::admin::install_log_level(Box::new(Reload(handle)));
-}
-
-/// The admin API's hold on the log filter.
-struct Reload(
-    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
-);
-
-impl stompbox::admin::LogLevel for Reload {
-    fn get(&self) -> String {
-        self.0.with_current(|f| f.to_string()).unwrap_or_default()
-    }
-
-    fn set(&self, directive: &str) -> Result<(), String> {
-        let filter =
-            tracing_subscriber::EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
-        self.0.reload(filter).map_err(|e| e.to_string())
-    }
+    stompbox::admin::install_log_level(Box::new(stompbox::admin::ReloadableFilter(handle)));
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use stompbox::config::User;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing_subscriber::{EnvFilter, reload};
 
 /// Everything logged, as text.
 #[derive(Clone, Default)]
@@ -35,18 +35,6 @@ impl Write for Captured {
     }
 }
 
-struct Reload(reload::Handle<EnvFilter, Registry>);
-
-impl stompbox::admin::LogLevel for Reload {
-    fn get(&self) -> String {
-        self.0.with_current(|f| f.to_string()).unwrap_or_default()
-    }
-    fn set(&self, directive: &str) -> Result<(), String> {
-        let f = EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
-        self.0.reload(f).map_err(|e| e.to_string())
-    }
-}
-
 fn capture() -> Captured {
     let out = Captured::default();
     let (filter, handle) = reload::Layer::new(EnvFilter::new("info"));
@@ -59,7 +47,7 @@ fn capture() -> Captured {
                 .with_writer(move || writer.clone()),
         )
         .init();
-    stompbox::admin::install_log_level(Box::new(Reload(handle)));
+    stompbox::admin::install_log_level(Box::new(stompbox::admin::ReloadableFilter(handle)));
     out
 }
 

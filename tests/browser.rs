@@ -532,23 +532,13 @@ async fn dashboard_in_chromium_shows_a_live_load_publishes_and_closes_a_connecti
 /// dashboard's log-level control works in this process too.
 fn install_log_level() {
     use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{EnvFilter, Registry, reload};
-    struct Reload(reload::Handle<EnvFilter, Registry>);
-    impl stompbox::admin::LogLevel for Reload {
-        fn get(&self) -> String {
-            self.0.with_current(|f| f.to_string()).unwrap_or_default()
-        }
-        fn set(&self, directive: &str) -> Result<(), String> {
-            let f = EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
-            self.0.reload(f).map_err(|e| e.to_string())
-        }
-    }
+    use tracing_subscriber::{EnvFilter, reload};
     let (filter, handle) = reload::Layer::new(EnvFilter::new("warn"));
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_test_writer())
         .try_init();
     if installed.is_ok() {
-        stompbox::admin::install_log_level(Box::new(Reload(handle)));
+        stompbox::admin::install_log_level(Box::new(stompbox::admin::ReloadableFilter(handle)));
     }
 }

@@ -124,6 +124,17 @@ fn jwt(secret: &str, exp: u64) -> String {
     .unwrap()
 }
 
+/// Sends one HTTP request and returns the status code of the answer.
+async fn http_status<S: AsyncRead + AsyncWrite + Unpin>(c: &mut S, request: &str) -> String {
+    c.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 12];
+    tokio::time::timeout(WAIT, c.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&head[9..12]).into_owned()
+}
+
 #[tokio::test]
 async fn the_production_config_refuses_what_it_should() {
     let s = setup();
@@ -222,17 +233,8 @@ async fn the_production_config_refuses_what_it_should() {
                 base64::engine::general_purpose::STANDARD.encode(u)
             )
         });
-        c.write_all(
-            format!("GET /api/overview HTTP/1.1\r\nhost: localhost\r\n{auth}\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut head = vec![0u8; 12];
-        tokio::time::timeout(WAIT, c.read_exact(&mut head))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&head[9..12], status.as_bytes(), "{user:?}");
+        let request = format!("GET /api/overview HTTP/1.1\r\nhost: localhost\r\n{auth}\r\n");
+        assert_eq!(http_status(&mut c, &request).await, status, "{user:?}");
     }
     let mut svc = tls(stomp, &s.der).await;
     let f = exchange_until(
@@ -259,21 +261,11 @@ async fn the_production_config_refuses_what_it_should() {
         ("https://app.example.com", "101"),
     ] {
         let mut c = tls(wss, &s.der).await;
-        c.write_all(
-            format!(
-                "GET /ws HTTP/1.1\r\nhost: localhost\r\norigin: {origin}\r\nupgrade: websocket\r\n\
-                 connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut head = vec![0u8; 12];
-        tokio::time::timeout(WAIT, c.read_exact(&mut head))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&head[9..12], status.as_bytes(), "{origin}");
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nhost: localhost\r\norigin: {origin}\r\nupgrade: websocket\r\n\
+             connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        assert_eq!(http_status(&mut c, &request).await, status, "{origin}");
     }
     b.handle.shutdown().await;
     let _ = std::fs::remove_dir_all(&s.dir);

@@ -22,6 +22,27 @@ pub fn install_log_level(control: Box<dyn LogLevel>) {
     let _ = CONTROL.set(control);
 }
 
+/// The control of a `tracing_subscriber` registry whose filter is a reloadable
+/// `EnvFilter` layer: what the `stompbox` binary installs (and tests that read logs).
+pub struct ReloadableFilter(
+    pub  tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+);
+
+impl LogLevel for ReloadableFilter {
+    fn get(&self) -> String {
+        self.0.with_current(|f| f.to_string()).unwrap_or_default()
+    }
+
+    fn set(&self, directive: &str) -> Result<(), String> {
+        let filter =
+            tracing_subscriber::EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
+        self.0.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
 /// The installed control, if any.
 pub(crate) fn control() -> Option<&'static dyn LogLevel> {
     CONTROL.get().map(|b| &**b)

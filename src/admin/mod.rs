@@ -25,7 +25,7 @@ mod prometheus;
 mod stats;
 mod views;
 
-pub use log::{LogLevel, install_log_level};
+pub use log::{LogLevel, ReloadableFilter, install_log_level};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
