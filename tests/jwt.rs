@@ -225,3 +225,60 @@ async fn issuer_and_not_before_are_checked() {
     }
     b.handle.shutdown().await;
 }
+
+/// One HTTP GET with `authorization`; returns the status code.
+async fn get_status(addr: std::net::SocketAddr, path: &str, authorization: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out)
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_with_an_admin_role_opens_the_admin_api_and_sys_stats() {
+    let mut cfg = jwt_config();
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.admin.roles = vec!["operator".into()];
+    cfg.admin.stats_interval_ms = 100;
+    let b = start_with(cfg).await;
+    let admin = b.handle.admin_addr.unwrap();
+    let bearer = |t: String| format!("Bearer {t}");
+    assert_eq!(
+        get_status(
+            admin,
+            "/api/overview",
+            &bearer(valid("ann", &["operator"], 60))
+        )
+        .await,
+        200
+    );
+    for refused in [
+        valid("ann", &["reader"], 60),
+        token(
+            "another-secret-of-enough-length!!",
+            json!({"sub": "ann", "roles": ["operator"], "aud": "stompbox", "exp": now() + 60}),
+        ),
+        "not.a.token".to_owned(),
+    ] {
+        assert_eq!(get_status(admin, "/metrics", &bearer(refused)).await, 401);
+    }
+    // Over STOMP, the role reads /sys/stats.
+    let mut c = connect_with(&b, &valid("ann", &["operator"], 60)).await;
+    c.expect(Command::Connected).await;
+    c.subscribe("s", "/sys/stats", "auto").await;
+    let m = c.expect(Command::Message).await;
+    assert_eq!(m.headers.get("destination"), Some("/sys/stats"));
+}

@@ -88,8 +88,9 @@ fn unauthorized(message: &str) -> Response {
 }
 
 /// Lets through admins only: Basic credentials of one of `admin.users`, verified
-/// like a STOMP login and counted against the same failed-login limit. A request that
-/// changes something and carries an `Origin` must come from this listener's origin.
+/// like a STOMP login, or a bearer token with one of `admin.roles`; failures count
+/// against the same failed-login limit. A request that changes something and carries
+/// an `Origin` must come from this listener's origin.
 async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let shared = &state.shared;
     let peer = req.extensions().get::<PeerIp>().map(|p| p.0);
@@ -102,8 +103,23 @@ async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Re
             "too many failed logins from your address: try again later",
         );
     }
+    // A bearer token (`[auth.jwt]`) whose roles include one of `admin.roles`.
+    if let Some(token) = bearer(req.headers()) {
+        let admin = shared
+            .jwt
+            .as_ref()
+            .and_then(|v| v.verify(token).ok())
+            .is_some_and(|id| shared.is_admin(None, &id.roles));
+        if !admin {
+            if let Some(ip) = peer {
+                shared.peers.login_failed(ip, now);
+            }
+            return unauthorized("token refused, or without an admin role");
+        }
+        return guarded(req, next).await;
+    }
     let Some((login, passcode)) = basic(req.headers()) else {
-        return unauthorized("admin credentials required (HTTP Basic)");
+        return unauthorized("admin credentials required (HTTP Basic, or a bearer token)");
     };
     let known = shared.config.admin.users.contains(&login);
     // The check runs for unknown logins too (against a dummy hash), so that the
@@ -116,6 +132,11 @@ async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Re
         tracing::warn!(%login, ?peer, "admin login failed");
         return unauthorized("bad credentials, or not an admin");
     }
+    guarded(req, next).await
+}
+
+/// An authenticated request, past the same-origin rule.
+async fn guarded(req: Request, next: Next) -> Response {
     if req.method() != Method::GET && !same_origin(req.headers()) {
         return error(
             StatusCode::FORBIDDEN,
@@ -123,6 +144,15 @@ async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Re
         );
     }
     next.run(req).await
+}
+
+/// A bearer token, if the request has one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
 }
 
 /// No `Origin`, or an `Origin` whose host is the `Host` this request was sent to.
