@@ -204,6 +204,13 @@ async fn handle(
         if !origin_allowed(&req, &side.ws.allowed_origins) {
             return text(StatusCode::FORBIDDEN, "origin not allowed".into());
         }
+        // The admin listener's WebSocket is for its own dashboard page.
+        if side.admin.is_some() && !crate::admin::same_origin(req.headers()) {
+            return text(
+                StatusCode::FORBIDDEN,
+                "cross-origin WebSocket refused on the admin listener".into(),
+            );
+        }
         return upgrade(req, tx, &side.stomp_permits);
     }
     if let Some(app) = &side.admin {

@@ -79,7 +79,9 @@
 //! instructions; nothing awaits while holding one. The awaits on the publish path —
 //! room in a full queue (before the queue's lock is taken) and room in a topic
 //! subscriber's full outbox (after the topic's lock is released) — hold none. A session is never locked from outside: it is owned by its
-//! task. The delay schedule's mutex is a leaf. Store completions run on the store's
+//! task. The delay schedule's mutex is a leaf, and so are the admin side's: the
+//! per-destination stats index, the connection list and each connection's state in it
+//! (taken under a topic's lock when a presence snapshot is built), and the rates. Store completions run on the store's
 //! thread holding no lock, and take the locks above in this order; a queue never
 //! dead-letters (which takes the router maps) while holding its own lock.
 
@@ -348,9 +350,10 @@ impl Broker {
                      dashboard's files answer; add an [[auth.users]] login to admin.users"
                 );
             }
-            // Its `/ws` takes any origin: a page elsewhere gains nothing there without
-            // an admin's STOMP credentials, which no browser sends by itself.
+            // Its WebSocket is always `/ws`, for its own pages only (same origin,
+            // checked by the HTTP side) and for admins only (checked at CONNECT).
             let ws = WsSettings {
+                path: "/ws".into(),
                 allowed_origins: Vec::new(),
                 ..(*http.ws).clone()
             };

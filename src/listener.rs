@@ -89,24 +89,20 @@ pub(crate) async fn accept_loop(
                         }
                     },
                 };
+                let accepted = session::Accepted {
+                    peer,
+                    transport,
+                    cert_user,
+                    admins_only: !counted,
+                };
                 match (http, stream) {
                     (None, Ok(stream)) => {
                         let (source, sink) = transport::tcp::split(stream);
-                        session::serve(source, sink, Version::V1_2, shared, peer, transport, None)
-                            .await;
+                        session::serve(source, sink, Version::V1_2, shared, accepted).await;
                     }
                     (None, Err(tls_stream)) => {
                         let (source, sink) = transport::tcp::split_tls(tls_stream);
-                        session::serve(
-                            source,
-                            sink,
-                            Version::V1_2,
-                            shared,
-                            peer,
-                            transport,
-                            cert_user,
-                        )
-                        .await;
+                        session::serve(source, sink, Version::V1_2, shared, accepted).await;
                     }
                     (Some(http), stream) => {
                         let served = match stream {
@@ -118,8 +114,7 @@ pub(crate) async fn accept_loop(
                         // The HTTP permit goes; an upgrade holds a STOMP permit instead.
                         drop(permit);
                         if let Some((source, sink, cap, _stomp)) = served {
-                            session::serve(source, sink, cap, shared, peer, transport, cert_user)
-                                .await;
+                            session::serve(source, sink, cap, shared, accepted).await;
                         }
                         drop(open);
                         tracing::debug!("closed");

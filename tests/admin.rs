@@ -449,11 +449,19 @@ fn sample(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn metrics_count_per_destination_exactly_and_pass_promtool() {
     let mut cfg = admin_config();
-    // /queue/m and /queue/o1 get labels; the later queues share `other`.
+    // /queue/m and /queue/o1 get labels; the later queues share `other`. Publishing
+    // to topics nobody subscribes to takes none (anyone can invent topic names).
     cfg.admin.max_destination_labels = 2;
     let broker = start_with(cfg).await;
     let admin = base(broker.handle.admin_addr.unwrap());
     let mut producer = connected(&broker).await;
+    for t in [
+        "/topic/invented.1",
+        "/topic/invented.2",
+        "/topic/invented.3",
+    ] {
+        producer.publish(t, "x").await;
+    }
     for i in 0..5 {
         producer.publish("/queue/m", &format!("m{i}")).await;
     }
@@ -502,14 +510,19 @@ async fn metrics_count_per_destination_exactly_and_pass_promtool() {
     assert_eq!(d("stompbox_messages_nacked_total", "/queue/m"), 2.0);
     assert_eq!(d("stompbox_messages_redelivered_total", "/queue/m"), 2.0);
     assert_eq!(d("stompbox_messages_published_total", "/queue/o1"), 1.0);
-    assert_eq!(d("stompbox_messages_published_total", "other"), 2.0);
+    // Two queues past the cap and the three invented topics.
+    assert_eq!(d("stompbox_messages_published_total", "other"), 5.0);
     assert!(!text.contains("/queue/o2"), "past the label cap");
+    assert!(
+        !text.contains("invented"),
+        "unsubscribed topics take no label"
+    );
     assert_eq!(d("stompbox_queue_messages", "/queue/m"), 0.0);
     assert_eq!(d("stompbox_queue_messages", "/queue/o1"), 1.0);
     assert_eq!(d("stompbox_queue_messages", "other"), 2.0);
     assert_eq!(d("stompbox_queue_consumers", "/queue/m"), 1.0);
     let c = |name: &str, cmd: &str| sample(&text, &format!("{name}{{command=\"{cmd}\"}}"));
-    assert_eq!(c("stompbox_frames_received_total", "SEND"), 8.0);
+    assert_eq!(c("stompbox_frames_received_total", "SEND"), 11.0);
     assert_eq!(c("stompbox_frames_received_total", "ACK"), 5.0);
     assert_eq!(c("stompbox_frames_received_total", "NACK"), 2.0);
     assert_eq!(c("stompbox_frames_sent_total", "MESSAGE"), 7.0);
@@ -521,9 +534,10 @@ async fn metrics_count_per_destination_exactly_and_pass_promtool() {
         ),
         2.0
     );
+    // First deliveries only: the two redeliveries' wait is the consumer's NACK.
     assert_eq!(
         sample(&text, "stompbox_publish_to_deliver_seconds_count"),
-        7.0
+        5.0
     );
 
     // Debian's promtool accepts it.
@@ -670,4 +684,68 @@ async fn the_admin_port_off_by_config_binds_nothing() {
     let broker = Broker::start(config()).await.unwrap();
     assert!(broker.admin_addr.is_none());
     broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_admin_websocket_is_for_admins_and_its_own_pages() {
+    let mut cfg = admin_config();
+    // Even with the public WebSocket's allowlist, the admin page's own origin works.
+    cfg.listeners.ws_allowed_origins = vec!["https://app.example.com".into()];
+    let broker = start_with(cfg).await;
+    let admin = broker.handle.admin_addr.unwrap();
+    let url = format!("ws://{admin}/ws");
+    let connect = |who: &str| {
+        format!("CONNECT\naccept-version:1.2\nhost:localhost\nlogin:{who}\npasscode:secret\n\n")
+    };
+
+    let (mut ops, _) = Client::ws(&url, &["v12.stomp"]).await;
+    ops.send(&connect("ops")).await;
+    ops.expect(Command::Connected).await;
+
+    for who in ["app", "nobody"] {
+        let (mut c, _) = Client::ws(&url, &["v12.stomp"]).await;
+        c.send(&connect(who)).await;
+        let e = c.expect_error_and_close().await;
+        let message = e.headers.get("message").unwrap();
+        assert!(
+            message.starts_with("this is the admin listener")
+                || message.starts_with("authentication failed"),
+            "{who}: {message}"
+        );
+    }
+    let (mut anonymous, _) = Client::ws(&url, &["v12.stomp"]).await;
+    anonymous
+        .send("CONNECT\naccept-version:1.2\nhost:localhost\n\n")
+        .await;
+    let e = anonymous.expect_error_and_close().await;
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap()
+            .starts_with("this is the admin listener")
+    );
+
+    // A page from elsewhere cannot open it; one from the admin listener can.
+    for (origin, status) in [
+        ("http://evil.example".to_owned(), "403"),
+        (format!("http://{admin}"), "101"),
+    ] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nhost: {admin}\r\norigin: {origin}\r\nupgrade: websocket\r\n\
+                 connection: Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = [0u8; 12];
+        tokio::time::timeout(WAIT, s.read_exact(&mut head))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&head[9..12], status.as_bytes(), "{origin}");
+    }
 }

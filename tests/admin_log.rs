@@ -152,4 +152,18 @@ async fn log_level_and_frame_tracing_change_while_the_broker_runs() {
     assert_eq!(status, 200);
     c.publish("/queue/traced", "after").await;
     assert_eq!(traced(&logs.text()), before, "tracing is off again");
+
+    // A token refresh is traced without its token.
+    let (status, _) = api(admin, "PUT", &path, r#"{"enabled":true}"#).await;
+    assert_eq!(status, 200);
+    c.send("SEND\ndestination:/sys/auth\n\neyJhbGciOiJIUzI1NiJ9.secret-token.sig")
+        .await;
+    c.expect_error_and_close().await;
+    let text = logs.text();
+    let refresh = text
+        .lines()
+        .find(|l| l.contains("stompbox::trace") && l.contains("/sys/auth"))
+        .expect("the refresh is traced");
+    assert!(refresh.contains("body=<redacted>"), "{refresh}");
+    assert!(!text.contains("secret-token"), "the token reached the log");
 }

@@ -408,3 +408,33 @@ async fn failed_basic_logins_count_per_address_like_connect() {
     }
     assert_eq!(request(addr, &with("c3ZjOnB3"), b"x").await.0, 429);
 }
+
+#[tokio::test]
+async fn nobody_publishes_on_system_topics_over_http() {
+    let b = start_with(with_publish()).await;
+    // A watcher of the chat room's presence must not see a forged event.
+    let mut watcher = connected(&b).await;
+    watcher
+        .subscribe("p", "/sys/presence/topic/chat", "auto")
+        .await;
+    let snapshot = watcher.expect(Command::Message).await;
+    assert!(String::from_utf8_lossy(&snapshot.body).contains("snapshot"));
+    for destination in [
+        "/sys/presence/topic/chat",
+        "/sys/stats",
+        "/sys/a",
+        "/sys/x\u{e9}",
+    ] {
+        let (status, text) = request(
+            b.handle.ws_addr,
+            &format!("POST /api/publish?destination={destination} HTTP/1.1"),
+            br#"{"event":"unsubscribed"}"#,
+        )
+        .await;
+        assert_eq!(status, 400, "{destination}: {text}");
+        assert!(text.contains("system destination"), "{text}");
+    }
+    watcher
+        .expect_silence(std::time::Duration::from_millis(200))
+        .await;
+}

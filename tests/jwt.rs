@@ -282,3 +282,28 @@ async fn a_token_with_an_admin_role_opens_the_admin_api_and_sys_stats() {
     let m = c.expect(Command::Message).await;
     assert_eq!(m.headers.get("destination"), Some("/sys/stats"));
 }
+
+#[tokio::test]
+async fn a_token_naming_an_admin_login_is_not_that_admin() {
+    let mut cfg = jwt_config();
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.auth.users = vec![stompbox::config::User {
+        login: "ops".into(),
+        passcode_hash: Some(stompbox::auth::hash_with(
+            "secret",
+            argon2::Params::new(8, 1, 1, None).unwrap(),
+        )),
+        passcode: None,
+    }];
+    cfg.admin.users = vec!["ops".into()];
+    let b = start_with(cfg).await;
+    // The token's `sub` spells the admin's login, but only the passcode makes an admin.
+    let mut c = connect_with(&b, &valid("ops", &[], 60)).await;
+    c.expect(Command::Connected).await;
+    c.send("SUBSCRIBE\nid:s\ndestination:/sys/stats\n\n").await;
+    let e = c.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("permission denied: read on /sys/stats")
+    );
+}

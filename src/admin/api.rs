@@ -156,7 +156,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// No `Origin`, or an `Origin` whose host is the `Host` this request was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };

@@ -77,6 +77,6 @@ impl AdminState {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PeerIp(pub IpAddr);
 
-pub(crate) use api::app;
+pub(crate) use api::{app, same_origin};
 pub(crate) use stats::run as run_stats;
 pub(crate) use views::Listeners;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{AdminState, views};
 use crate::frame::Headers;
 use crate::metrics::Metrics;
+use crate::router::Publisher;
 use crate::session::STATS_TOPIC;
 
 /// Counters at one tick: (published, delivered), broker-wide and per destination.
@@ -80,7 +81,7 @@ pub(crate) async fn run(state: Arc<AdminState>, stop: CancellationToken) {
             let mut headers = Headers::new();
             headers.push("content-type", "application/json");
             // A subscriber with a full outbox misses this one; the next comes soon.
-            drop(router.publish_system(STATS_TOPIC, headers, body));
+            router.publish_system(STATS_TOPIC, headers, body, Publisher::Stats);
         }
     }
 }

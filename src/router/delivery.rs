@@ -341,9 +341,17 @@ impl Link {
             self.forget_if_done(sub, &pending);
             taken
         };
-        if let Some(stats) = sub.stats() {
-            let counter = if nack { &stats.nacked } else { &stats.acked };
-            Metrics::add(counter, taken.len());
+        let count = |s: &super::DestStats, n: usize| {
+            Metrics::add(if nack { &s.nacked } else { &s.acked }, n);
+        };
+        match sub.stats() {
+            Some(stats) => count(stats, taken.len()),
+            // A wildcard subscription's deliveries count where they were published.
+            None => {
+                for d in &taken {
+                    count(&self.router.stats().existing(&d.message.destination), 1);
+                }
+            }
         }
         if nack {
             give_back(sub, taken, true);

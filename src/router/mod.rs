@@ -57,6 +57,9 @@ pub enum RouteError {
     /// Not `/queue/…`, `/topic/…` or `/temp-queue/…`, or an empty name.
     #[error("unsupported destination {0:?}: use /queue/NAME, /topic/NAME or /temp-queue/NAME")]
     BadDestination(String),
+    /// A `/sys/…` destination: only the broker publishes there.
+    #[error("{0} is a system destination: only the broker publishes there")]
+    SystemDestination(String),
     /// The queue stayed full for `queues.send_timeout_ms`.
     #[error("queue {0} is full")]
     QueueFull(String),
@@ -361,7 +364,7 @@ impl RouterInner {
             owner.cloned(),
             &self.config,
             Arc::downgrade(self),
-            self.stats.of(name),
+            self.stats.label(name),
         );
         queues.insert(name.to_owned(), queue.clone());
         if let Some(quota) = quota {
@@ -449,8 +452,10 @@ impl RouterInner {
         for queue in targets {
             let Some(permit) = queue.try_reserve(message.size, true) else {
                 Metrics::inc(&self.metrics.overflow_drops);
+                Metrics::inc(&queue.stats.dropped);
                 continue;
             };
+            Metrics::inc(&queue.stats.published);
             match (store, &record) {
                 (Some(store), Some(record)) => {
                     let seq = queue.take_seq();
@@ -519,14 +524,17 @@ impl RouterInner {
             .queue(&dead.destination, None, None)
             .ok()
             .and_then(|q| q.try_reserve(dead.size, true).map(|p| (q, p)));
-        Metrics::inc(&self.stats.of(from).dead_lettered);
+        let source = self.stats.existing(from);
         let Some((dlq, permit)) = reserved else {
+            Metrics::inc(&source.dropped);
             Metrics::inc(&self.metrics.discarded);
             tracing::warn!(queue = %dead.destination, "dead-letter queue full or not creatable; message discarded");
             return None;
         };
         let dead = dead.charged(&self.memory);
         Metrics::inc(&self.metrics.dead_letters);
+        Metrics::inc(&source.dead_lettered);
+        Metrics::inc(&dlq.stats.published);
         let seq = dlq.take_seq();
         if let (true, Some(store)) = (dead.persistent, &self.store) {
             ops.push(Op::Put {
@@ -823,9 +831,12 @@ impl Router {
         Ok(n)
     }
 
-    /// Checks that a destination name is routable without routing anything.
+    /// Checks that a client may send to a destination, without routing anything.
     pub fn check_destination(&self, destination: &str) -> Result<(), RouteError> {
-        self.inner.classify(destination).map(|_| ())
+        match self.inner.classify(destination)? {
+            Kind::System => Err(RouteError::SystemDestination(destination.to_owned())),
+            _ => Ok(()),
+        }
     }
 
     /// Routes a message, waiting (see [`Wait`]) when the queue or a topic subscriber
@@ -911,7 +922,8 @@ impl Router {
     ) -> Result<Reservation, RouteError> {
         let inner = &self.inner;
         let queue = match inner.classify(destination)? {
-            Kind::Topic | Kind::System => return Ok(Reservation::Topic),
+            Kind::Topic => return Ok(Reservation::Topic),
+            Kind::System => return Err(RouteError::SystemDestination(destination.to_owned())),
             Kind::Queue => inner.queue(destination, None, quota)?,
             Kind::TempQueue => {
                 let queue = inner
@@ -945,11 +957,11 @@ impl Router {
         match reservation {
             Reservation::Nowhere => {
                 Metrics::inc(&inner.metrics.discarded);
-                Metrics::inc(&inner.stats.of(&message.destination).dropped);
+                Metrics::inc(&inner.stats.existing(&message.destination).dropped);
                 tracing::debug!(destination = %message.destination, "no such temp queue; message discarded");
                 None
             }
-            Reservation::Topic => self.publish(Arc::new(message), true),
+            Reservation::Topic => self.publish(Arc::new(message), Publisher::Client),
             Reservation::Queue {
                 queue,
                 permit: Some(permit),
@@ -971,11 +983,10 @@ impl Router {
         }
     }
 
-    /// Fans a topic message out to every matching subscriber. `from_client`: counted
-    /// in `messages_in` (the broker's own messages are not).
-    fn publish(&self, message: Arc<Message>, from_client: bool) -> Option<Wait> {
+    /// Fans a topic message out to every matching subscriber (see [`Publisher`] for
+    /// what happens to those with a full outbox).
+    fn publish(&self, message: Arc<Message>, from: Publisher) -> Option<Wait> {
         let inner = &self.inner;
-        let name = &message.destination[TOPIC.len()..];
         let topic = inner
             .topics
             .read()
@@ -983,13 +994,17 @@ impl Router {
             .get(&message.destination)
             .cloned();
         // A topic nobody subscribes to by its exact name has no `Topic`: its counters
-        // are looked up by name.
+        // are its label's if it has one already (publishing to new names takes none),
+        // else `other`.
         let stats = match &topic {
             Some(topic) => topic.stats.clone(),
-            None => inner.stats.of(&message.destination),
+            None => inner.stats.existing(&message.destination),
         };
         let mut fanout = topic::Fanout {
-            policy: inner.config.slow_consumer,
+            policy: match from {
+                Publisher::Presence => SlowConsumerPolicy::Disconnect,
+                _ => inner.config.slow_consumer,
+            },
             metrics: inner.metrics.clone(),
             stats,
             delivered: 0,
@@ -999,7 +1014,7 @@ impl Router {
             topic.publish(&message, &mut fanout);
         }
         // System topics (`/sys/…`) are for their exact subscribers only.
-        if message.destination.starts_with(TOPIC) {
+        if let Some(name) = message.destination.strip_prefix(TOPIC) {
             inner
                 .wildcards
                 .read()
@@ -1007,12 +1022,26 @@ impl Router {
                 .for_each_match(name, |sub| fanout.offer(sub, &message));
             inner.feed_durables(&message);
         }
-        fanout.counted(&message);
-        if from_client {
+        fanout.counted(&message, from == Publisher::Client);
+        if from == Publisher::Client {
             Metrics::inc(&inner.metrics.messages_in);
         }
         if fanout.blocked.is_empty() {
             return None;
+        }
+        match from {
+            Publisher::Client => {}
+            // The next snapshot comes soon: a full outbox misses this one.
+            Publisher::Stats => return None,
+            // A watcher that misses or reorders an event keeps a wrong member list:
+            // one that cannot take it now is disconnected, and learns the truth from
+            // the snapshot when it subscribes again.
+            Publisher::Presence => {
+                for sub in &fanout.blocked {
+                    topic::disconnect(sub, &inner.metrics);
+                }
+                return None;
+            }
         }
         let deadline = tokio::time::Instant::now() + inner.config.slow_consumer_grace;
         Some(Box::pin(async move {
@@ -1061,7 +1090,9 @@ impl Router {
                 queue.add_consumer(sub);
             }
             kind @ (Kind::Topic | Kind::System) => {
-                match Pattern::parse(&destination[TOPIC.len()..])
+                match destination
+                    .strip_prefix(TOPIC)
+                    .and_then(Pattern::parse)
                     .filter(|_| matches!(kind, Kind::Topic))
                 {
                     Some(pattern) => {
@@ -1078,7 +1109,7 @@ impl Router {
                             .or_insert_with(|| {
                                 Arc::new(Topic::new(
                                     destination.to_owned(),
-                                    inner.stats.of(destination),
+                                    inner.stats.label(destination),
                                 ))
                             })
                             .clone();
@@ -1379,18 +1410,31 @@ impl Router {
         Ok(purged)
     }
 
-    /// Publishes a message of the broker's own on a system topic (`/sys/…`): to its
-    /// exact subscribers, with the usual flow control (the returned wait, when some
-    /// have a full outbox).
+    /// Publishes a message of the broker's own on a system topic (`/sys/…`) to its
+    /// exact subscribers, never waiting: `from` says what becomes of one whose outbox
+    /// is full.
     pub fn publish_system(
         &self,
         destination: &str,
         headers: Headers,
         body: bytes::Bytes,
-    ) -> Option<Wait> {
-        debug_assert!(destination.starts_with(SYSTEM));
+        from: Publisher,
+    ) {
+        debug_assert!(destination.starts_with(SYSTEM) && from != Publisher::Client);
         let message = self.message(destination.to_owned(), headers, body);
-        self.publish(Arc::new(message), false)
+        let wait = self.publish(Arc::new(message), from);
+        debug_assert!(wait.is_none());
+    }
+
+    /// Hands `sub`, just attached to the system topic it subscribed to, its first
+    /// message (built by `first`), under the topic's lock: no message published on the
+    /// topic can reach it before that one, nor be missed after it. Returns false if
+    /// the connection is gone.
+    pub fn deliver_first(&self, sub: &Arc<Subscription>, first: impl FnOnce() -> Message) -> bool {
+        match sub.target.get() {
+            Some(Target::Topic(topic)) => topic.first(sub, first),
+            _ => false,
+        }
     }
 
     /// Whether anyone subscribes to the system topic `destination`.
@@ -1401,6 +1445,18 @@ impl Router {
             .expect("router lock poisoned")
             .contains_key(destination)
     }
+}
+
+/// Who publishes on a topic, which decides what becomes of a subscriber whose outbox
+/// is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publisher {
+    /// A client's SEND: the publisher waits for room, up to the slow-consumer grace.
+    Client,
+    /// A `/sys/stats` snapshot: a full outbox misses it.
+    Stats,
+    /// A presence event: a watcher that cannot take it is disconnected.
+    Presence,
 }
 
 /// One destination, for the admin side.

@@ -610,7 +610,10 @@ impl Queue {
                 continue;
             }
             let me: Weak<dyn Wake> = self.me.clone();
-            let published = r.message.published;
+            // First deliveries of messages not held back on purpose: a redelivery's or a
+            // delayed message's wait is not the broker's latency.
+            let timed = (r.redeliveries == 0 && r.message.deliver_at_ms == 0)
+                .then_some(r.message.published);
             if let Err(back) =
                 consumer.deliver(r.message, r.redeliveries, r.permit, r.qseq, Some(&me))
             {
@@ -635,11 +638,13 @@ impl Queue {
             } else if let Some(router) = self.router.upgrade() {
                 Metrics::inc(&router.metrics.messages_out);
                 Metrics::inc(&self.stats.delivered);
-                let at = *handed_at.get_or_insert_with(std::time::Instant::now);
-                router
-                    .metrics
-                    .publish_to_deliver_seconds
-                    .observe_duration(at.saturating_duration_since(published), 1);
+                if let Some(published) = timed {
+                    let at = *handed_at.get_or_insert_with(std::time::Instant::now);
+                    router
+                        .metrics
+                        .publish_to_deliver_seconds
+                        .observe_duration(at.saturating_duration_since(published), 1);
+                }
             }
         }
     }

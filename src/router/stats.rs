@@ -1,10 +1,12 @@
 //! Per-destination counters, for `/metrics`, the admin API and `/sys/stats`.
 //!
-//! Each queue and topic holds an `Arc<DestStats>` taken when it is created, so the
-//! message path adds to its own destination's counters without a lookup. The index
-//! gives a destination its own counters only while fewer than
-//! `admin.max_destination_labels` names have them; later names (and every temp queue,
-//! whose names are per connection) share the `other` counters. A name keeps its
+//! Each queue and topic holds an `Arc<DestStats>` taken when it is created (a queue
+//! by its first use, a topic by its first exact-name subscriber), so the message path
+//! adds to its own destination's counters without a lookup. The index gives a
+//! destination its own counters only while fewer than `admin.max_destination_labels`
+//! names have them; later names, every temp queue (whose names are per connection)
+//! and the system topics share the `other` counters. Publishing to a topic nobody
+//! subscribes to takes no label. A name keeps its
 //! counters for the broker's life, across the deletion and re-creation of its
 //! queue, so every labelled series only ever grows, as Prometheus counters must.
 
@@ -55,9 +57,11 @@ impl StatsIndex {
         }
     }
 
-    /// The counters of `name`: its own if it has or can get them, else `other`.
-    pub fn of(&self, name: &str) -> Arc<DestStats> {
-        if name.starts_with("/temp-queue/") {
+    /// The counters of a queue or topic being created: its own if it has or can get
+    /// them, else `other`. Temp queues (their names are per connection) and system
+    /// topics share `other`.
+    pub fn label(&self, name: &str) -> Arc<DestStats> {
+        if name.starts_with("/temp-queue/") || name.starts_with("/sys/") {
             return self.other.clone();
         }
         let mut named = self.named.lock().expect("stats index lock poisoned");
@@ -70,6 +74,17 @@ impl StatsIndex {
         let s = Arc::new(DestStats::default());
         named.insert(name.to_owned(), s.clone());
         s
+    }
+
+    /// The counters `name` has already, or `other`: for a publish to a topic nobody
+    /// subscribes to, which must not take a label (anyone can invent topic names).
+    pub fn existing(&self, name: &str) -> Arc<DestStats> {
+        self.named
+            .lock()
+            .expect("stats index lock poisoned")
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.other.clone())
     }
 
     /// Whether `stats` are the shared `other` counters.
@@ -99,14 +114,17 @@ mod tests {
     #[test]
     fn names_past_the_cap_and_temp_queues_share_other() {
         let index = StatsIndex::new(2);
-        let a = index.of("/queue/a");
-        assert!(Arc::ptr_eq(&a, &index.of("/queue/a")));
-        let b = index.of("/topic/b");
+        assert!(index.is_other(&index.existing("/queue/a")), "no label yet");
+        let a = index.label("/queue/a");
+        assert!(Arc::ptr_eq(&a, &index.label("/queue/a")));
+        assert!(Arc::ptr_eq(&a, &index.existing("/queue/a")));
+        assert!(index.is_other(&index.label("/sys/stats")));
+        let b = index.label("/topic/b");
         assert!(!index.is_other(&a) && !index.is_other(&b));
-        assert!(index.is_other(&index.of("/queue/c")));
-        assert!(index.is_other(&index.of("/temp-queue/s/x")));
+        assert!(index.is_other(&index.label("/queue/c")));
+        assert!(index.is_other(&index.label("/temp-queue/s/x")));
         // A labelled name keeps its counters after the cap is reached.
-        assert!(Arc::ptr_eq(&a, &index.of("/queue/a")));
+        assert!(Arc::ptr_eq(&a, &index.label("/queue/a")));
         let names: Vec<String> = index.all().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["/queue/a", "/topic/b", "other"]);
     }

@@ -153,6 +153,17 @@ impl Subscription {
         self.in_flight.fetch_sub(n, Ordering::AcqRel)
     }
 
+    /// Delivers a system topic's first message to an auto-ack subscription whatever its
+    /// outbox holds (one per SUBSCRIBE: bounded by `limits.max_subscriptions`); false
+    /// if the connection is gone or the subscription is not auto-ack.
+    pub fn deliver_now(&self, message: &Arc<Message>) -> bool {
+        self.ack == AckMode::Auto
+            && !self.is_detached()
+            && self
+                .outbox
+                .push_now(message.frame_for(&self.prefix, self.version))
+    }
+
     /// One topic delivery. Auto-ack subscriptions are not tracked: their frame is the
     /// whole, shared encoding (subscribers that share a subscription id, as every
     /// stompjs client's first one is `sub-0`, get the very same bytes). Client-ack ones

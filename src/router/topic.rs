@@ -33,6 +33,13 @@ impl Topic {
         }
     }
 
+    /// Under this topic's lock, so that no publish on it reaches `sub` in between,
+    /// hands `sub` the message `first` builds (see `Router::deliver_first`).
+    pub(super) fn first(&self, sub: &Arc<Subscription>, first: impl FnOnce() -> Message) -> bool {
+        let _publishes = self.lock();
+        sub.deliver_now(&Arc::new(first()))
+    }
+
     /// How many subscribe to it by its exact name.
     pub fn subscribers(&self) -> usize {
         self.lock().len()
@@ -73,16 +80,17 @@ pub(super) struct Fanout {
 }
 
 impl Fanout {
-    /// Adds the deliveries made so far to the counters (and the latency histogram:
-    /// one clock read for all of them).
-    pub(super) fn counted(&mut self, message: &Message) {
+    /// Adds the deliveries made so far to the counters. A client's message also
+    /// counts in the broker-wide totals and the latency histogram (one clock read for
+    /// all of them); the broker's own (`/sys/…`) only in its topic's counters.
+    pub(super) fn counted(&mut self, message: &Message, from_client: bool) {
         let n = std::mem::take(&mut self.delivered);
         Metrics::inc(&self.stats.published);
-        if n == 0 {
+        Metrics::add(&self.stats.delivered, n);
+        if n == 0 || !from_client {
             return;
         }
         Metrics::add(&self.metrics.messages_out, n);
-        Metrics::add(&self.stats.delivered, n);
         self.metrics
             .publish_to_deliver_seconds
             .observe_duration(message.published.elapsed(), n as u64);
@@ -104,6 +112,14 @@ impl Fanout {
     }
 }
 
+/// Ends a subscriber's connection as a slow consumer (counted once).
+pub(super) fn disconnect(sub: &Subscription, metrics: &Metrics) {
+    if !sub.kill.is_cancelled() {
+        Metrics::inc(&metrics.slow_consumer_disconnects);
+        sub.kill.cancel();
+    }
+}
+
 /// The policy for a slow consumer: drop (counted) or disconnect.
 fn slow(sub: &Subscription, policy: SlowConsumerPolicy, metrics: &Metrics, stats: &DestStats) {
     match policy {
@@ -111,12 +127,7 @@ fn slow(sub: &Subscription, policy: SlowConsumerPolicy, metrics: &Metrics, stats
             Metrics::inc(&metrics.slow_consumer_drops);
             Metrics::inc(&stats.dropped);
         }
-        SlowConsumerPolicy::Disconnect => {
-            if !sub.kill.is_cancelled() {
-                Metrics::inc(&metrics.slow_consumer_disconnects);
-                sub.kill.cancel();
-            }
-        }
+        SlowConsumerPolicy::Disconnect => disconnect(sub, metrics),
     }
 }
 
@@ -155,6 +166,9 @@ pub(super) async fn wait_for_room(
                     } else if sub.deliver_topic(&message) {
                         Metrics::inc(&metrics.messages_out);
                         Metrics::inc(&stats.delivered);
+                        metrics
+                            .publish_to_deliver_seconds
+                            .observe_duration(message.published.elapsed(), 1);
                     } else {
                         // Another publisher took the room first, or it was detached.
                         continue;

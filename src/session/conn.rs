@@ -87,22 +87,37 @@ fn frame_error(e: FrameError) -> End {
     End::error(e.to_string(), reason)
 }
 
+/// Where a connection came from.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// `tcp`, `tls`, `ws` or `wss`, for the connection list.
+    pub transport: &'static str,
+    /// The user its verified TLS client certificate names, if any.
+    pub cert_user: Option<String>,
+    /// Accepted by the admin listener: only admins may CONNECT.
+    pub admins_only: bool,
+}
+
 /// Serves one connection until it ends. `cap` is the highest STOMP version the
-/// transport allows (the WebSocket subprotocol; 1.2 on TCP); `transport` names it for
-/// the connection list (`tcp`, `tls`, `ws`, `wss`).
+/// transport allows (the WebSocket subprotocol; 1.2 on TCP).
 ///
-/// A connection past `limits.max_connections_per_address` for `peer` gets ERROR at
-/// once and is closed. `cert_user` is the user its verified TLS client certificate
-/// names, if any.
+/// A connection past `limits.max_connections_per_address` for its address gets ERROR
+/// at once and is closed.
 pub async fn serve(
     mut source: Source,
     sink: Sink,
     cap: Version,
     shared: Arc<Shared>,
-    peer: std::net::SocketAddr,
-    transport: &'static str,
-    cert_user: Option<String>,
+    accepted: Accepted,
 ) {
+    let Accepted {
+        peer,
+        transport,
+        cert_user,
+        admins_only,
+    } = accepted;
     let config = &shared.config;
     let (tx, rx) = outbox_charged(
         config.outbox.max_frames,
@@ -138,6 +153,7 @@ pub async fn serve(
     let mut session = Session::new(shared.clone(), id, link, cap, tx.clone(), kill.clone());
     session.peer = Some(peer.ip());
     session.cert_user = cert_user;
+    session.admins_only = admins_only;
     session.conn = Some((*registered).clone());
     let mut buf = BytesMut::new();
     // Held for the whole connection: dropping it gives the address's slot back.
@@ -239,7 +255,13 @@ impl Trace {
 
     /// Logs a frame received.
     fn inbound(&self, frame: &Frame) {
-        let body = &frame.body[..frame.body.len().min(self.body_bytes)];
+        // A SEND to `/sys/auth` carries a token in its body; headers redact their own.
+        let secret = frame.headers.get("destination") == Some("/sys/auth");
+        let body: &[u8] = if secret {
+            b"<redacted>"
+        } else {
+            &frame.body[..frame.body.len().min(self.body_bytes)]
+        };
         tracing::info!(
             target: "stompbox::trace",
             direction = "in",

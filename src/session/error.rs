@@ -51,6 +51,14 @@ pub enum SessionError {
     /// S6: unknown ack mode.
     #[error("invalid ack mode {0:?}: use auto, client or client-individual")]
     BadAckMode(String),
+    /// A CONNECT on the admin listener by someone who is not an admin.
+    #[error(
+        "this is the admin listener: log in as one of admin.users (or with an admin.roles token)"
+    )]
+    AdminsOnly,
+    /// A SUBSCRIBE to a system topic (`/sys/…`) with an ack mode other than auto.
+    #[error("system topics (/sys/...) take ack:auto: they are live feeds")]
+    SystemAck,
     /// Malformed `prefetch-count`.
     #[error("invalid prefetch-count {0:?}: expected a positive integer")]
     BadPrefetch(String),
@@ -128,6 +136,7 @@ impl SessionError {
     pub fn close_reason(&self) -> CloseReason {
         match self {
             SessionError::AuthFailed
+            | SessionError::AdminsOnly
             | SessionError::Token(_)
             | SessionError::TooManyFailedLogins
             | SessionError::PermissionDenied { .. } => CloseReason::Policy,

@@ -14,7 +14,7 @@ pub mod presence;
 mod timing;
 mod transaction;
 
-pub use conn::serve;
+pub use conn::{Accepted, serve};
 pub use error::SessionError;
 
 use std::collections::HashMap;
@@ -160,6 +160,11 @@ pub struct Session {
     login: Option<String>,
     /// Its token's roles, for ACLs.
     roles: Vec<String>,
+    /// Whether `login` was verified by its passcode: only such a login is one of
+    /// `admin.users` (a token's `sub` or a certificate's name could spell the same).
+    by_passcode: bool,
+    /// Accepted by the admin listener: CONNECT must be an admin's.
+    pub admins_only: bool,
     /// When its token (if it logged in with one) has expired past the grace.
     token_deadline: Option<std::time::Instant>,
     /// Its entry in the connection list (none for sessions run without a listener).
@@ -207,6 +212,8 @@ impl Session {
             cert_user: None,
             login: None,
             roles: Vec::new(),
+            by_passcode: false,
+            admins_only: false,
             token_deadline: None,
             conn: None,
         }
@@ -347,6 +354,9 @@ impl Session {
             }
         };
         self.authenticate(frame).await?;
+        if self.admins_only && !self.is_admin() {
+            return Err(SessionError::AdminsOnly);
+        }
         let login = self.login.clone();
         let hb = &self.shared.config.heartbeat;
         let negotiated =
@@ -426,6 +436,7 @@ impl Session {
         }
         if self.shared.verifier.check(login, passcode).await {
             self.login = login.map(str::to_owned);
+            self.by_passcode = login.is_some();
             return Ok(());
         }
         tracing::warn!(login = login.unwrap_or(""), "login failed");
@@ -607,11 +618,17 @@ impl Session {
         Ok(message)
     }
 
+    /// Whether this session is an admin's (`[admin] users` by passcode, or `roles`).
+    pub fn is_admin(&self) -> bool {
+        let login = self.login.as_deref().filter(|_| self.by_passcode);
+        self.shared.is_admin(login, &self.roles)
+    }
+
     /// Read permission for a system topic: `/sys/stats` is for admins, a presence
     /// topic for those who may read the destination it watches; nothing else is.
     fn authorize_system(&self, destination: &str) -> Result<(), SessionError> {
         let allowed = if destination == STATS_TOPIC {
-            self.shared.is_admin(self.login.as_deref(), &self.roles)
+            self.is_admin()
         } else if let Some(watched) = presence::watched(destination) {
             let acl = &self.shared.acl;
             acl.is_open()
@@ -636,7 +653,8 @@ impl Session {
 
     fn subscribe(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let destination = self.resolve(header(frame, "destination")?);
-        if destination.starts_with(crate::router::SYSTEM) {
+        let system = destination.starts_with(crate::router::SYSTEM);
+        if system {
             self.authorize_system(&destination)?;
         } else {
             self.authorize_use(Permission::Read, &destination)?;
@@ -671,6 +689,10 @@ impl Session {
             None => AckMode::Auto,
             Some(v) => AckMode::parse(v).ok_or_else(|| SessionError::BadAckMode(v.to_owned()))?,
         };
+        // System topics are live feeds: nothing to acknowledge.
+        if system && ack != AckMode::Auto {
+            return Err(SessionError::SystemAck);
+        }
         let prefetch = match frame.headers.get("prefetch-count") {
             None => self.shared.config.queues.prefetch,
             Some(v) => v
@@ -716,15 +738,12 @@ impl Session {
             );
         }
         if let Some(watched) = presence::watched(&destination) {
-            // Attached first, so that no change after this snapshot is missed.
-            let body = presence::snapshot(&self.shared.connections, watched);
-            let message =
-                self.shared
-                    .router
-                    .message(destination.clone(), presence::message_headers(), body);
-            if !sub.deliver_topic(&Arc::new(message)) {
-                tracing::debug!("presence snapshot not delivered: outbox full");
-            }
+            // Built and handed over under the topic's lock (see `presence`).
+            let router = &self.shared.router;
+            router.deliver_first(&sub, || {
+                let body = presence::snapshot(&self.shared.connections, watched);
+                router.message(destination.clone(), presence::message_headers(), body)
+            });
         }
         self.subs.insert(
             id,

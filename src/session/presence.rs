@@ -10,17 +10,21 @@
 //!
 //! Events are published only while the presence topic has subscribers (one map
 //! lookup otherwise), and never for subscriptions to system topics themselves.
-//! Ordering: the connection list is updated before an event is published, and a
-//! snapshot is taken after its subscriber is attached, so an event racing a snapshot
-//! is at worst repeated (a `subscribed` of a member the snapshot has, an
-//! `unsubscribed` of one it has not) — the client's set stays right.
+//!
+//! Ordering: a session updates the connection list before it publishes an event, and
+//! a snapshot is built and handed over under the presence topic's lock (which every
+//! publish on it takes), after its subscriber is attached. So every event a watcher
+//! gets after its snapshot happened after it, and one racing the snapshot is at worst
+//! repeated (a `subscribed` of a member the snapshot has, an `unsubscribed` of one it
+//! has not): the watcher's set stays right. A watcher whose outbox cannot take an
+//! event is disconnected (a slow consumer) instead of missing it.
 
 use bytes::Bytes;
 use serde_json::json;
 
 use crate::connections::{Connections, SubInfo};
 use crate::frame::Headers;
-use crate::router::{Router, SYSTEM};
+use crate::router::{Publisher, Router, SYSTEM};
 
 /// The prefix of presence topics.
 pub const PREFIX: &str = "/sys/presence";
@@ -68,11 +72,9 @@ pub fn announce(router: &Router, event: &str, session: &str, login: Option<&str>
         "member": member(session, login, sub),
     });
     let body = Bytes::from(body.to_string());
-    // A watcher with a full outbox is waited for as any topic subscriber is (up to
-    // the slow-consumer grace), off this session's path.
-    if let Some(wait) = router.publish_system(&topic, headers(), body) {
-        tokio::spawn(wait);
-    }
+    // A watcher that cannot take an event now is disconnected rather than left with
+    // a wrong list; it resubscribes and gets a fresh snapshot.
+    router.publish_system(&topic, headers(), body, Publisher::Presence);
 }
 
 /// The body of the snapshot a new watcher of `destination` gets.
