@@ -148,6 +148,15 @@
 
   // --- sign in and out -------------------------------------------------------
 
+  // The libraries come from this directory's node_modules, installed with npm where
+  // the broker runs; without them, say so instead of failing at the first chart.
+  if (typeof StompJs === 'undefined' || typeof uPlot === 'undefined') {
+    $('sign-in').disabled = true;
+    setText($('login-error'),
+      "The dashboard's libraries are not installed: run `npm ci --prefix dashboard` in the broker's working directory (admin.dashboard_dir).");
+    return;
+  }
+
   $('login-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     const login = $('login').value;
