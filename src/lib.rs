@@ -344,7 +344,7 @@ impl Broker {
                 },
             );
             if shared.config.admin.users.is_empty() && shared.config.admin.roles.is_empty() {
-                tracing::warn!(
+                tracing::info!(
                     %bound,
                     "admin listener on, but admin.users is empty: only /healthz, /readyz and the \
                      dashboard's files answer; add an [[auth.users]] login to admin.users"
