@@ -50,7 +50,8 @@ fn member(session: &str, login: Option<&str>, sub: &SubInfo) -> serde_json::Valu
     })
 }
 
-fn headers() -> Headers {
+/// The headers of presence messages.
+pub fn message_headers() -> Headers {
     let mut h = Headers::new();
     h.push("content-type", "application/json");
     h
@@ -74,7 +75,7 @@ pub fn announce(router: &Router, event: &str, session: &str, login: Option<&str>
     let body = Bytes::from(body.to_string());
     // A watcher that cannot take an event now is disconnected rather than left with
     // a wrong list; it resubscribes and gets a fresh snapshot.
-    router.publish_system(&topic, headers(), body, Publisher::Presence);
+    router.publish_system(&topic, message_headers(), body, Publisher::Presence);
 }
 
 /// The body of the snapshot a new watcher of `destination` gets.
@@ -90,11 +91,6 @@ pub fn snapshot(connections: &Connections, destination: &str) -> Bytes {
         "members": members,
     });
     Bytes::from(body.to_string())
-}
-
-/// The headers of presence messages.
-pub fn message_headers() -> Headers {
-    headers()
 }
 
 #[cfg(test)]
