@@ -1325,24 +1325,15 @@ impl Router {
 
     /// Every queue and exact-name topic, as the admin side reports them, by name.
     pub fn destinations(&self) -> Vec<DestView> {
-        let queues: Vec<Arc<Queue>> = self
+        // Viewed under the map's read lock (each queue's own lock is next in the lock
+        // order) rather than cloned out: a clone held meanwhile would make
+        // `delete_queue` see the queue as in use.
+        let queues: Vec<DestView> = self
             .inner
             .queues
             .read()
             .expect("router lock poisoned")
             .values()
-            .cloned()
-            .collect();
-        let topics: Vec<Arc<Topic>> = self
-            .inner
-            .topics
-            .read()
-            .expect("router lock poisoned")
-            .values()
-            .cloned()
-            .collect();
-        let mut out: Vec<DestView> = queues
-            .iter()
             .map(|q| {
                 let v = q.view();
                 DestView {
@@ -1359,6 +1350,17 @@ impl Router {
                     stats: q.stats.clone(),
                 }
             })
+            .collect();
+        let topics: Vec<Arc<Topic>> = self
+            .inner
+            .topics
+            .read()
+            .expect("router lock poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let mut out: Vec<DestView> = queues
+            .into_iter()
             .chain(topics.iter().map(|t| DestView {
                 name: t.name.clone(),
                 kind: "topic",
@@ -1372,7 +1374,6 @@ impl Router {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
-
     /// Drops every message waiting in the queue `name` (delayed ones included; not
     /// those delivered and not yet acknowledged). Returns how many, or `None` if
     /// there is no such queue.
