@@ -17,6 +17,17 @@ use tokio::sync::Semaphore;
 
 use crate::config::Auth;
 
+/// The login and passcode of an HTTP `Authorization` header value `Basic <base64 of
+/// login:passcode>`, if it is one (HTTP publish and the admin API).
+pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let b64 = value.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (login, passcode) = text.split_once(':')?;
+    Some((login.to_owned(), passcode.to_owned()))
+}
+
 /// The PHC string of `password` under argon2id with the crate's recommended cost
 /// (19 MiB, 2 passes), and a random salt.
 pub fn hash_password(password: &str) -> String {

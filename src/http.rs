@@ -24,7 +24,6 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
@@ -372,17 +371,14 @@ async fn authorized(req: &Request<Incoming>, verifier: &Verifier) -> Option<Opti
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-        .and_then(|raw| String::from_utf8(raw).ok());
-    let Some(credentials) = basic else {
+        .and_then(crate::auth::basic_credentials);
+    let Some((login, passcode)) = basic else {
         return verifier.check(None, "").await.then_some(None);
     };
-    let (login, passcode) = credentials.split_once(':')?;
     verifier
-        .check(Some(login), passcode)
+        .check(Some(&login), &passcode)
         .await
-        .then(|| Some(login.to_owned()))
+        .then_some(Some(login))
 }
 
 async fn publish(

@@ -35,8 +35,6 @@ pub struct Metrics {
     /// Messages discarded because nobody could ever receive them (a temp queue whose
     /// owner is gone, or a full dead-letter queue).
     pub discarded: AtomicU64,
-    /// Connections closed with an ERROR frame for a protocol violation.
-    pub protocol_errors: AtomicU64,
     /// Times the broker's held bytes rose above `memory.high_watermark_bytes`.
     pub memory_alarms: AtomicU64,
     /// SENDs refused because the memory alarm did not clear in time.
@@ -49,8 +47,6 @@ pub struct Metrics {
     pub store_commits: AtomicU64,
     /// Store operations (message writes, deletes, redelivery counts) committed.
     pub store_ops: AtomicU64,
-    /// Microseconds spent committing, fsync included.
-    pub store_commit_us: AtomicU64,
     /// Queue messages that expired before delivery (dead-lettered or discarded).
     pub expired: AtomicU64,
     /// Persistent messages loaded from the store at start.
@@ -239,14 +235,12 @@ impl Default for Metrics {
             redeliveries: AtomicU64::default(),
             dead_letters: AtomicU64::default(),
             discarded: AtomicU64::default(),
-            protocol_errors: AtomicU64::default(),
             memory_alarms: AtomicU64::default(),
             memory_refusals: AtomicU64::default(),
             overflow_drops: AtomicU64::default(),
             queues_deleted: AtomicU64::default(),
             store_commits: AtomicU64::default(),
             store_ops: AtomicU64::default(),
-            store_commit_us: AtomicU64::default(),
             expired: AtomicU64::default(),
             store_recovered: AtomicU64::default(),
             store_failures: AtomicU64::default(),

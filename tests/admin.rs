@@ -15,14 +15,8 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use stompbox::config::User;
 use stompbox::frame::Command;
 use stompbox::{Broker, Config};
-
-/// A passcode hash at a test's cost.
-fn hash(passcode: &str) -> String {
-    stompbox::auth::hash_with(passcode, argon2::Params::new(8, 1, 1, None).unwrap())
-}
 
 /// `ops` is an admin, `app` is not; both have the passcode `secret`.
 fn admin_config() -> Config {
@@ -31,14 +25,7 @@ fn admin_config() -> Config {
     c.admin.users = vec!["ops".into()];
     c.admin.stats_interval_ms = 200;
     c.admin.dashboard_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard");
-    c.auth.users = ["ops", "app"]
-        .into_iter()
-        .map(|login| User {
-            login: login.into(),
-            passcode_hash: Some(hash("secret")),
-            passcode: None,
-        })
-        .collect();
+    c.auth.users = vec![user("ops", "secret"), user("app", "secret")];
     c
 }
 
@@ -331,43 +318,18 @@ async fn every_endpoint_answers_as_the_openapi_file_says_and_needs_an_admin() {
     assert_eq!(a.status, 404);
     let a = call("POST", purge, purge, OPS, None).await;
     assert_eq!(a.status, 400);
-    let del = |d: &str| format!("/api/destinations?destination={d}");
-    let a = call(
-        "DELETE",
-        "/api/destinations",
-        &del("/queue/work"),
-        OPS,
-        None,
-    )
-    .await;
-    assert_eq!(a.status, 409, "a queue with a consumer stays");
-    let a = call(
-        "DELETE",
-        "/api/destinations",
-        &del("/topic/news"),
-        OPS,
-        None,
-    )
-    .await;
-    assert_eq!(a.status, 400);
-    let a = call(
-        "DELETE",
-        "/api/destinations",
-        &del("/queue/full"),
-        OPS,
-        None,
-    )
-    .await;
-    assert_eq!(a.status, 204);
-    let a = call(
-        "DELETE",
-        "/api/destinations",
-        &del("/queue/full"),
-        OPS,
-        None,
-    )
-    .await;
-    assert_eq!(a.status, 404);
+    // In order: a queue with a consumer stays, a topic is no queue, an unused queue
+    // goes, and then it is gone.
+    for (destination, status) in [
+        ("/queue/work", 409),
+        ("/topic/news", 400),
+        ("/queue/full", 204),
+        ("/queue/full", 404),
+    ] {
+        let path = format!("/api/destinations?destination={destination}");
+        let a = call("DELETE", "/api/destinations", &path, OPS, None).await;
+        assert_eq!(a.status, status, "DELETE {destination}");
+    }
 
     // Publish: the subscriber gets it, with its header.
     let a = call(

@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use serde_json::{Value, json};
-use stompbox::config::User;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, reload};
 
@@ -55,20 +53,10 @@ fn capture() -> Captured {
 async fn api(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode("ops:secret");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json"
     );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(out).unwrap();
-    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let (status, text) = http_request(addr, &head, body.as_bytes()).await;
     let json = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null))
@@ -83,14 +71,7 @@ async fn log_level_and_frame_tracing_change_while_the_broker_runs() {
     cfg.admin.listen = "127.0.0.1:0".into();
     cfg.admin.users = vec!["ops".into()];
     cfg.admin.trace_body_bytes = 8;
-    cfg.auth.users = vec![User {
-        login: "ops".into(),
-        passcode_hash: Some(stompbox::auth::hash_with(
-            "secret",
-            argon2::Params::new(8, 1, 1, None).unwrap(),
-        )),
-        passcode: None,
-    }];
+    cfg.auth.users = vec![user("ops", "secret")];
     let broker = start_with(cfg).await;
     let admin = broker.handle.admin_addr.unwrap();
 

@@ -433,7 +433,6 @@ async fn stompjs_over_wss_refreshes_its_token_and_a_page_that_does_not_is_closed
 /// connection closed with its button gets ERROR and leaves the table.
 #[tokio::test]
 async fn dashboard_in_chromium_shows_a_live_load_publishes_and_closes_a_connection() {
-    use stompbox::config::User;
     let dir = root().join("dashboard");
     require_browser_tools(&dir);
     require(
@@ -444,14 +443,7 @@ async fn dashboard_in_chromium_shows_a_live_load_publishes_and_closes_a_connecti
     cfg.admin.listen = "127.0.0.1:0".into();
     cfg.admin.users = vec!["ops".into()];
     cfg.admin.dashboard_dir = dir.clone();
-    cfg.auth.users = vec![User {
-        login: "ops".into(),
-        passcode_hash: Some(stompbox::auth::hash_with(
-            "secret",
-            argon2::Params::new(8, 1, 1, None).unwrap(),
-        )),
-        passcode: None,
-    }];
+    cfg.auth.users = vec![user("ops", "secret")];
     install_log_level();
     let b = start_with(cfg).await;
     let admin = format!("http://{}", b.handle.admin_addr.unwrap());

@@ -6,38 +6,9 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use stompbox::config::User;
 use stompbox::frame::Command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// One HTTP/1.1 request over a fresh connection; returns (status, whole response).
-async fn request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{head}\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    (status, text)
-}
-
-/// A passcode hash as `stompbox hash-password` makes it, at a test's cost.
-fn hash(passcode: &str) -> String {
-    stompbox::auth::hash_with(passcode, argon2::Params::new(8, 1, 1, None).unwrap())
-}
 
 fn with_publish() -> stompbox::Config {
     let mut cfg = config();
@@ -48,7 +19,7 @@ fn with_publish() -> stompbox::Config {
 #[tokio::test]
 async fn publish_endpoint_is_off_by_default() {
     let b = start().await;
-    let (status, _) = request(
+    let (status, _) = http_request(
         b.handle.ws_addr,
         "POST /api/publish?destination=/queue/x HTTP/1.1",
         b"hi",
@@ -62,7 +33,7 @@ async fn post_publishes_one_message() {
     let b = start_with(with_publish()).await;
     let mut c = connected(&b).await;
     c.subscribe("0", "/queue/from-http", "auto").await;
-    let (status, resp) = request(
+    let (status, resp) = http_request(
         b.handle.ws_addr,
         "POST /api/publish?destination=%2Fqueue%2Ffrom-http HTTP/1.1\r\nContent-Type: application/json",
         br#"{"n":1}"#,
@@ -87,23 +58,25 @@ async fn bad_requests_are_refused() {
     let b = start_with(cfg).await;
     let addr = b.handle.ws_addr;
     assert_eq!(
-        request(addr, "POST /api/publish HTTP/1.1", b"x").await.0,
-        400
-    );
-    assert_eq!(
-        request(addr, "POST /api/publish?destination=nowhere HTTP/1.1", b"x")
+        http_request(addr, "POST /api/publish HTTP/1.1", b"x")
             .await
             .0,
         400
     );
     assert_eq!(
-        request(addr, "GET /api/publish?destination=/queue/a HTTP/1.1", b"")
+        http_request(addr, "POST /api/publish?destination=nowhere HTTP/1.1", b"x")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        http_request(addr, "GET /api/publish?destination=/queue/a HTTP/1.1", b"")
             .await
             .0,
         405
     );
     assert_eq!(
-        request(
+        http_request(
             addr,
             "POST /api/publish?destination=/queue/a HTTP/1.1",
             b"123456789"
@@ -112,27 +85,26 @@ async fn bad_requests_are_refused() {
         .0,
         413
     );
-    assert_eq!(request(addr, "GET /elsewhere HTTP/1.1", b"").await.0, 404);
+    assert_eq!(
+        http_request(addr, "GET /elsewhere HTTP/1.1", b"").await.0,
+        404
+    );
     // A plain GET on the WebSocket path without the upgrade headers.
-    assert_eq!(request(addr, "GET /ws HTTP/1.1", b"").await.0, 400);
+    assert_eq!(http_request(addr, "GET /ws HTTP/1.1", b"").await.0, 400);
 }
 
 #[tokio::test]
 async fn publish_takes_basic_auth_when_users_are_configured() {
     let mut cfg = with_publish();
     cfg.auth.allow_anonymous = false;
-    cfg.auth.users = vec![User {
-        login: "svc".into(),
-        passcode_hash: Some(hash("pw")),
-        passcode: None,
-    }];
+    cfg.auth.users = vec![user("svc", "pw")];
     let b = start_with(cfg).await;
     let addr = b.handle.ws_addr;
     let head = "POST /api/publish?destination=/queue/auth HTTP/1.1";
-    assert_eq!(request(addr, head, b"x").await.0, 401);
+    assert_eq!(http_request(addr, head, b"x").await.0, 401);
     // base64("svc:bad") and base64("svc:pw")
     assert_eq!(
-        request(
+        http_request(
             addr,
             &format!("{head}\r\nAuthorization: Basic c3ZjOmJhZA=="),
             b"x"
@@ -142,7 +114,7 @@ async fn publish_takes_basic_auth_when_users_are_configured() {
         401
     );
     assert_eq!(
-        request(
+        http_request(
             addr,
             &format!("{head}\r\nAuthorization: Basic c3ZjOnB3"),
             b"x"
@@ -240,8 +212,11 @@ fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
 async fn static_files_are_off_by_default() {
     let b = start().await;
     let addr = b.handle.ws_addr;
-    assert_eq!(request(addr, "GET / HTTP/1.1", b"").await.0, 404);
-    assert_eq!(request(addr, "GET /index.html HTTP/1.1", b"").await.0, 404);
+    assert_eq!(http_request(addr, "GET / HTTP/1.1", b"").await.0, 404);
+    assert_eq!(
+        http_request(addr, "GET /index.html HTTP/1.1", b"").await.0,
+        404
+    );
 }
 
 #[tokio::test]
@@ -249,7 +224,7 @@ async fn static_dir_serves_index_and_scripts_with_their_content_types() {
     let b = start_with(with_static(&site("static-serves"))).await;
     let addr = b.handle.ws_addr;
 
-    let (status, resp) = request(addr, "GET / HTTP/1.1", b"").await;
+    let (status, resp) = http_request(addr, "GET / HTTP/1.1", b"").await;
     assert_eq!(status, 200, "{resp}");
     assert!(
         resp.ends_with("<!doctype html><p>hello from index</p>"),
@@ -257,26 +232,26 @@ async fn static_dir_serves_index_and_scripts_with_their_content_types() {
     );
     assert_eq!(header(&resp, "content-type"), Some("text/html"), "{resp}");
 
-    let (status, resp) = request(addr, "GET /app.js HTTP/1.1", b"").await;
+    let (status, resp) = http_request(addr, "GET /app.js HTTP/1.1", b"").await;
     assert_eq!(status, 200, "{resp}");
     assert!(resp.ends_with("console.log('app');"), "{resp}");
     let ct = header(&resp, "content-type").unwrap();
     assert!(ct.contains("javascript"), "{resp}");
 
-    let (status, resp) = request(addr, "GET /sub/page.html HTTP/1.1", b"").await;
+    let (status, resp) = http_request(addr, "GET /sub/page.html HTTP/1.1", b"").await;
     assert_eq!(status, 200, "{resp}");
     assert!(resp.ends_with("<p>sub page</p>"), "{resp}");
 
     // HEAD: the headers of GET, no body.
-    let (status, resp) = request(addr, "HEAD /app.js HTTP/1.1", b"").await;
+    let (status, resp) = http_request(addr, "HEAD /app.js HTTP/1.1", b"").await;
     assert_eq!(status, 200, "{resp}");
     assert_eq!(header(&resp, "content-length"), Some("19"), "{resp}");
     assert!(resp.ends_with("\r\n\r\n"), "{resp}");
 
     // Conditional requests come with ServeDir.
-    let (_, resp) = request(addr, "GET /app.js HTTP/1.1", b"").await;
+    let (_, resp) = http_request(addr, "GET /app.js HTTP/1.1", b"").await;
     let modified = header(&resp, "last-modified").expect("last-modified");
-    let (status, _) = request(
+    let (status, _) = http_request(
         addr,
         &format!("GET /app.js HTTP/1.1\r\nIf-Modified-Since: {modified}"),
         b"",
@@ -284,12 +259,12 @@ async fn static_dir_serves_index_and_scripts_with_their_content_types() {
     .await;
     assert_eq!(status, 304);
 
-    let (status, resp) = request(addr, "GET /missing.js HTTP/1.1", b"").await;
+    let (status, resp) = http_request(addr, "GET /missing.js HTTP/1.1", b"").await;
     assert_eq!(status, 404);
     assert!(resp.contains("STOMP over WebSocket is at /ws"), "{resp}");
     // Publishing stays off, and its path is never looked up on disk.
     assert_eq!(
-        request(
+        http_request(
             addr,
             "POST /api/publish?destination=/queue/a HTTP/1.1",
             b"x"
@@ -311,7 +286,7 @@ async fn static_dir_refuses_paths_that_leave_it() {
         "/sub/%2e%2e/%2e%2e/secret.txt",
         "/..%2fsecret.txt",
     ] {
-        let (status, resp) = request(addr, &format!("GET {path} HTTP/1.1"), b"").await;
+        let (status, resp) = http_request(addr, &format!("GET {path} HTTP/1.1"), b"").await;
         assert!(
             status == 404 || status == 400,
             "{path}: expected a refusal, got {resp}"
@@ -389,24 +364,20 @@ async fn failed_basic_logins_count_per_address_like_connect() {
     let mut cfg = with_publish();
     cfg.auth.allow_anonymous = false;
     cfg.auth.max_failed_logins = 2;
-    cfg.auth.users = vec![User {
-        login: "svc".into(),
-        passcode_hash: Some(hash("pw")),
-        passcode: None,
-    }];
+    cfg.auth.users = vec![user("svc", "pw")];
     let b = start_with(cfg).await;
     let addr = b.handle.ws_addr;
     let head = "POST /api/publish?destination=/queue/auth HTTP/1.1";
     let with = |b64: &str| format!("{head}\r\nAuthorization: Basic {b64}");
     // Challenges without credentials do not count.
     for _ in 0..3 {
-        assert_eq!(request(addr, head, b"x").await.0, 401);
+        assert_eq!(http_request(addr, head, b"x").await.0, 401);
     }
     // base64("svc:bad"), twice: then even base64("svc:pw") is refused for the window.
     for _ in 0..2 {
-        assert_eq!(request(addr, &with("c3ZjOmJhZA=="), b"x").await.0, 401);
+        assert_eq!(http_request(addr, &with("c3ZjOmJhZA=="), b"x").await.0, 401);
     }
-    assert_eq!(request(addr, &with("c3ZjOnB3"), b"x").await.0, 429);
+    assert_eq!(http_request(addr, &with("c3ZjOnB3"), b"x").await.0, 429);
 }
 
 #[tokio::test]
@@ -425,7 +396,7 @@ async fn nobody_publishes_on_system_topics_over_http() {
         "/sys/a",
         "/sys/x\u{e9}",
     ] {
-        let (status, text) = request(
+        let (status, text) = http_request(
             b.handle.ws_addr,
             &format!("POST /api/publish?destination={destination} HTTP/1.1"),
             br#"{"event":"unsubscribed"}"#,

@@ -228,23 +228,13 @@ async fn issuer_and_not_before_are_checked() {
 
 /// One HTTP GET with `authorization`; returns the status code.
 async fn get_status(addr: std::net::SocketAddr, path: &str, authorization: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8_lossy(&out)
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nAuthorization: {authorization}"),
+        b"",
+    )
+    .await
+    .0
 }
 
 #[tokio::test]
@@ -287,14 +277,7 @@ async fn a_token_with_an_admin_role_opens_the_admin_api_and_sys_stats() {
 async fn a_token_naming_an_admin_login_is_not_that_admin() {
     let mut cfg = jwt_config();
     cfg.admin.listen = "127.0.0.1:0".into();
-    cfg.auth.users = vec![stompbox::config::User {
-        login: "ops".into(),
-        passcode_hash: Some(stompbox::auth::hash_with(
-            "secret",
-            argon2::Params::new(8, 1, 1, None).unwrap(),
-        )),
-        passcode: None,
-    }];
+    cfg.auth.users = vec![user("ops", "secret")];
     cfg.admin.users = vec!["ops".into()];
     let b = start_with(cfg).await;
     // The token's `sub` spells the admin's login, but only the passcode makes an admin.

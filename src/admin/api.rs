@@ -9,7 +9,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
@@ -65,19 +64,6 @@ pub(crate) fn app(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
-/// HTTP Basic credentials, if the request has well-formed ones.
-fn basic(headers: &HeaderMap) -> Option<(String, String)> {
-    let raw = headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (login, passcode) = text.split_once(':')?;
-    Some((login.to_owned(), passcode.to_owned()))
-}
-
 fn unauthorized(message: &str) -> Response {
     let mut resp = error(StatusCode::UNAUTHORIZED, message);
     resp.headers_mut().insert(
@@ -118,7 +104,12 @@ async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Re
         }
         return guarded(req, next).await;
     }
-    let Some((login, passcode)) = basic(req.headers()) else {
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::basic_credentials);
+    let Some((login, passcode)) = basic else {
         return unauthorized("admin credentials required (HTTP Basic, or a bearer token)");
     };
     let known = shared.config.admin.users.contains(&login);
@@ -311,12 +302,6 @@ async fn publish(
     };
     let router = &state.shared.router;
     let destination = req.destination;
-    if destination.starts_with(crate::router::SYSTEM) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "system destinations are the broker's to publish on",
-        );
-    }
     if let Err(e) = router.check_destination(&destination) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }

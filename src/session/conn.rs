@@ -197,11 +197,7 @@ pub async fn serve(
             versions,
         } => {
             tracing::info!(error = %message, "closing connection with ERROR");
-            let metrics = shared.router.metrics();
-            if reason != CloseReason::GoingAway {
-                Metrics::inc(&metrics.protocol_errors);
-            }
-            Metrics::inc(&metrics.errors[reason.metric_index()]);
+            Metrics::inc(&shared.router.metrics().errors[reason.metric_index()]);
             // The ERROR goes out next; deliveries queued before it go back unwritten.
             tx.take_deliveries();
             let frame = session.error_frame(&message, receipt, versions.as_deref());

@@ -418,3 +418,40 @@ pub fn tls_connector(
     .with_no_client_auth();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
+
+/// A user whose passcode hash is made at a test's cost (argon2 with tiny parameters):
+/// what `stompbox hash-password` makes, minus the seconds.
+pub fn user(login: &str, passcode: &str) -> stompbox::config::User {
+    stompbox::config::User {
+        login: login.into(),
+        passcode_hash: Some(stompbox::auth::hash_with(
+            passcode,
+            argon2::Params::new(8, 1, 1, None).unwrap(),
+        )),
+        passcode: None,
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection: `head` is the request line plus any
+/// header lines (CRLF-separated); returns the status and the whole response.
+pub async fn http_request(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    (status, text)
+}
