@@ -51,6 +51,9 @@ pub fn is_valid_hash(hash: &str) -> bool {
 /// The configured users, ready to check logins against.
 pub struct Verifier {
     allow_anonymous: bool,
+    /// Whether a login names an identity that grants something (ACL rules or tokens
+    /// are configured): then only a configured user may claim one by passcode.
+    logins_grant: bool,
     /// Login → PHC hash.
     users: HashMap<String, String>,
     /// What an unknown login is checked against, at the users' own cost.
@@ -64,6 +67,7 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("allow_anonymous", &self.allow_anonymous)
+            .field("logins_grant", &self.logins_grant)
             .field("users", &self.users.len())
             .finish()
     }
@@ -87,22 +91,37 @@ impl Verifier {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Verifier {
             allow_anonymous: auth.allow_anonymous,
+            logins_grant: !auth.acls.is_empty() || auth.jwt.has_keys(),
             dummy: hash_with("not a passcode", params),
             users,
             permits: Arc::new(Semaphore::new(cpus)),
         }
     }
 
+    /// What a passcode login means here, for the start-up log.
+    pub fn describe(&self) -> &'static str {
+        match (self.users.is_empty(), self.logins_grant) {
+            (false, _) => "a login must be a configured user with its passcode",
+            (true, true) => {
+                "no [[auth.users]]: a CONNECT login without a token is refused, since ACL \
+                 rules or token keys make logins worth claiming"
+            }
+            (true, false) => "no [[auth.users]], ACLs or token keys: a login is a name only",
+        }
+    }
+
     /// Whether a client presenting `login` (if any) and `passcode` is let in: with
     /// users configured, the login must be one and the passcode must match its hash;
-    /// without `login`, `auth.allow_anonymous` decides; with no users configured, any
-    /// login is taken as a name only (when anonymous access is allowed).
+    /// without `login`, `auth.allow_anonymous` decides. With no users configured, a
+    /// login is taken as a name only (when anonymous access is allowed) — unless ACL
+    /// rules or token keys make a login worth claiming: then it is refused, since
+    /// nothing could prove it (a token logs in through `jwt` instead).
     pub async fn check(&self, login: Option<&str>, passcode: &str) -> bool {
         let Some(login) = login else {
             return self.allow_anonymous;
         };
         if self.users.is_empty() {
-            return self.allow_anonymous;
+            return self.allow_anonymous && !self.logins_grant;
         }
         let (hash, known) = match self.users.get(login) {
             Some(hash) => (hash.clone(), true),

@@ -268,6 +268,10 @@ pub struct LimitsConfig {
     pub max_destination_words: usize,
     /// Wildcard topic subscriptions per connection.
     pub max_wildcard_subscriptions: usize,
+    /// Words in the broker's wildcard index (the distinct words of all wildcard
+    /// patterns, shared prefixes counted once; live and durable subscriptions each): a
+    /// publish visits each at most once, so this bounds what one publish can cost.
+    pub max_wildcard_words: usize,
     /// Queues one connection may create (that still exist): one client cannot use up
     /// `max_queues` for everyone.
     pub max_queues_per_connection: usize,
@@ -308,6 +312,7 @@ impl Default for LimitsConfig {
             frame_timeout_ms: 30_000,
             max_destination_words: 64,
             max_wildcard_subscriptions: 128,
+            max_wildcard_words: 100_000,
             max_queues_per_connection: 1_000,
             max_durable_subscriptions: 10_000,
             max_connections_per_address: 1_000,
@@ -524,6 +529,15 @@ pub struct Jwt {
     /// How long a connection stays up after its token expires without a refresh
     /// (SEND to `/sys/auth`), before ERROR `token expired`.
     pub expiry_grace_ms: u64,
+}
+
+impl Jwt {
+    /// Whether any key is configured (token logins are on).
+    pub fn has_keys(&self) -> bool {
+        !self.hs256_secrets.is_empty()
+            || !self.public_key_files.is_empty()
+            || !self.jwks_file.is_empty()
+    }
 }
 
 impl Default for Jwt {
@@ -753,7 +767,7 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 35] = [
+        let positive: [(&'static str, u64); 36] = [
             ("admin.stats_interval_ms", self.admin.stats_interval_ms),
             ("admin.stats_max_rows", self.admin.stats_max_rows as u64),
             (
@@ -779,6 +793,10 @@ impl Config {
             (
                 "limits.max_wildcard_subscriptions",
                 self.limits.max_wildcard_subscriptions as u64,
+            ),
+            (
+                "limits.max_wildcard_words",
+                self.limits.max_wildcard_words as u64,
             ),
             (
                 "limits.max_durable_subscriptions",

@@ -292,6 +292,7 @@ impl Broker {
         });
         let shutdown = CancellationToken::new();
         let verifier = Arc::new(auth::Verifier::new(&config.auth));
+        tracing::info!("authentication: {}", verifier.describe());
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         let http_permits = Arc::new(Semaphore::new(config.http.max_requests));
         let peers = peers::Peers::new(

@@ -365,3 +365,33 @@ fn c6_a_plain_text_passcode_in_the_config_stops_the_start_naming_the_key() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 18, finding 21: an ERROR refusing a STOMP 1.0 CONNECT escaped its header
+/// (`message:authentication failed\c bad login or passcode`); 1.0 has no escapes, so
+/// 1.0 clients showed `\c`. Read as raw bytes: the test client's parser would unescape.
+#[tokio::test]
+async fn an_error_refusing_a_1_0_connect_is_not_escaped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = start_with(with_users()).await;
+    for (connect, want) in [
+        (
+            "CONNECT\nlogin:alice\npasscode:wrong\n\n\0",
+            "message:authentication failed: bad login or passcode\n",
+        ),
+        (
+            "CONNECT\naccept-version:1.2\nlogin:alice\npasscode:wrong\n\n\0",
+            "message:authentication failed\\c bad login or passcode\n",
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(b.tcp()).await.unwrap();
+        s.write_all(connect.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+            .await
+            .expect("closed after the ERROR")
+            .unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("ERROR\n"), "{text}");
+        assert!(text.contains(want), "{connect:?} got {text:?}");
+    }
+}

@@ -578,3 +578,73 @@ async fn http_connections_are_bounded_by_max_requests() {
         "served after {waited:?}, before a slot was free"
     );
 }
+
+/// Issue 18, finding 1: patterns of 62 words from {`a`, `*`, `#`} ending in `zzz`
+/// kept a trie node alive per `#` for every later word, so one 64-word publish cost
+/// words × live nodes (625 ms for 10 connections × 128 such patterns). A pattern now
+/// holds at most one `#`, and the index at most `limits.max_wildcard_words` words;
+/// each refusal is an ERROR naming the rule, and a subscriber sharing a pattern's
+/// words costs the index nothing.
+#[tokio::test]
+async fn wildcard_patterns_that_could_blow_up_a_publish_are_refused() {
+    let mut cfg = config();
+    cfg.limits.max_wildcard_words = 10;
+    let b = start_with(cfg).await;
+    let mut seed = 11u64;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut attacker = connected(&b).await;
+    let words: Vec<&str> = (0..59)
+        .map(|_| ["a", "*", "#"][(random() % 3) as usize])
+        .chain(["#", "a", "#", "zzz"])
+        .collect();
+    let pattern = words.join(".");
+    attacker
+        .send(&format!(
+            "SUBSCRIBE\nid:0\ndestination:/topic/{pattern}\n\n"
+        ))
+        .await;
+    let err = attacker.expect_error_and_close().await;
+    assert!(
+        error_message(&err).contains("has more than one # (at most one per pattern)"),
+        "{err:?}"
+    );
+
+    // One `#` is fine, within the index's words: a.#.b.c is 4, x.*.y is 3.
+    let mut c = connected(&b).await;
+    c.subscribe("0", "/topic/a.#.b.c", "auto").await;
+    c.subscribe("1", "/topic/x.*.y", "auto").await;
+    let mut sharer = connected(&b).await;
+    sharer.subscribe("0", "/topic/a.#.b.c", "auto").await;
+    sharer.subscribe("1", "/topic/a.#.b.d", "auto").await;
+    sharer
+        .send("SUBSCRIBE\nid:2\ndestination:/topic/q.r.*\n\n")
+        .await;
+    let err = sharer.expect_error_and_close().await;
+    assert!(
+        error_message(&err)
+            .contains("too many wildcard subscription words in the broker (limit 10)"),
+        "{err:?}"
+    );
+    // The refused sharer's subscriptions went with it; the others match as before.
+    let mut publisher = connected(&b).await;
+    for (i, name) in ["a.b.c", "a.q.b.c", "x.1.y", "a.b.d"].iter().enumerate() {
+        publisher
+            .send(&format!(
+                "SEND\ndestination:/topic/{name}\nreceipt:p{i}\n\n{name}"
+            ))
+            .await;
+        until_receipt(&mut publisher, &format!("p{i}")).await;
+    }
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let f = c.expect(Command::Message).await;
+        bodies.push(String::from_utf8(f.body.to_vec()).unwrap());
+    }
+    assert_eq!(bodies, ["a.b.c", "a.q.b.c", "x.1.y"]);
+    c.expect_silence(Duration::from_millis(100)).await;
+}

@@ -290,3 +290,71 @@ async fn a_token_naming_an_admin_login_is_not_that_admin() {
         Some("permission denied: read on /sys/stats")
     );
 }
+
+/// Issue 18, finding 3: with `[auth.jwt]` and ACLs naming token subjects but no
+/// `[[auth.users]]`, the default `allow_anonymous = true` let `CONNECT login:alice
+/// passcode:not-a-token` in as alice, with alice's rights (HTTP Basic too). A login
+/// nothing can prove is now refused; anonymous clients keep anonymous rights, and
+/// alice's token still logs her in.
+#[tokio::test]
+async fn a_login_without_a_token_cannot_claim_a_token_user() {
+    let mut cfg = config();
+    cfg.http.publish = true;
+    cfg.auth.jwt.hs256_secrets = vec![SECRET.into()];
+    cfg.auth.jwt.audience = "stompbox".into();
+    cfg.auth.acls = vec![
+        AclRule {
+            users: vec!["alice".into()],
+            read: vec!["/queue/secret".into()],
+            write: vec!["/queue/secret".into()],
+            create: vec!["/queue/secret".into()],
+            ..AclRule::default()
+        },
+        AclRule {
+            users: vec!["*".into()],
+            read: vec!["/topic/public".into()],
+            ..AclRule::default()
+        },
+    ];
+    let b = start_with(cfg).await;
+    let mut mallory = Client::tcp(b.tcp()).await;
+    mallory
+        .send("CONNECT\naccept-version:1.2\nhost:x\nlogin:alice\npasscode:not-a-token\n\n")
+        .await;
+    let e = mallory.expect_error_and_close().await;
+    assert!(
+        e.headers
+            .get("message")
+            .is_some_and(|m| m.starts_with("authentication failed")),
+        "{e:?}"
+    );
+    // The same over HTTP Basic.
+    let basic = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("alice:not-a-token")
+    };
+    let (status, _) = http_request(
+        b.handle.ws_addr,
+        &format!(
+            "POST /api/publish?destination=/queue/secret HTTP/1.1\r\nAuthorization: Basic {basic}"
+        ),
+        b"forged",
+    )
+    .await;
+    assert_eq!(status, 401);
+    // Anonymous is still anonymous: public reads only.
+    let mut anon = connected(&b).await;
+    anon.subscribe("p", "/topic/public", "auto").await;
+    anon.send("SEND\ndestination:/queue/secret\n\nx").await;
+    let e = anon.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("permission denied: write on /queue/secret")
+    );
+    // Alice's token is alice.
+    let mut alice = connect_with(&b, &valid("alice", &[], 60)).await;
+    alice.expect(Command::Connected).await;
+    alice.subscribe("s", "/queue/secret", "auto").await;
+    alice.publish("/queue/secret", "mine").await;
+    assert_eq!(&alice.expect(Command::Message).await.body[..], b"mine");
+}

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::sublist::TooManyHashes;
 use super::{Message, Pattern, Queue, Sublist, TOPIC};
 
 /// Where durable queues live in the router's queue map.
@@ -51,16 +52,26 @@ impl Durables {
         self.by_key.get(key)
     }
 
-    pub fn insert(&mut self, durable: Arc<Durable>) {
-        match Pattern::parse(&durable.destination[TOPIC.len()..]) {
+    /// The wildcard index's size and what `pattern` would add to it.
+    pub fn pattern_nodes(&self, pattern: &Pattern) -> Result<(usize, usize), TooManyHashes> {
+        Ok((self.patterns.nodes(), self.patterns.cost(pattern)?))
+    }
+
+    /// Adds `durable`. One whose pattern has several `#` (stored before they were
+    /// refused) is kept, so its backlog can be consumed or deleted, but fed nothing.
+    pub fn insert(&mut self, durable: Arc<Durable>) -> Result<(), TooManyHashes> {
+        let indexed = match Pattern::parse(&durable.destination[TOPIC.len()..]) {
             Some(p) => self.patterns.insert(&p, durable.clone()),
-            None => self
-                .exact
-                .entry(durable.destination.clone())
-                .or_default()
-                .push(durable.clone()),
-        }
+            None => {
+                self.exact
+                    .entry(durable.destination.clone())
+                    .or_default()
+                    .push(durable.clone());
+                Ok(())
+            }
+        };
         self.by_key.insert(durable.key.clone(), durable);
+        indexed
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Arc<Durable>> {

@@ -81,6 +81,12 @@ pub enum RouteError {
     /// A SUBSCRIBE to another connection's temp queue.
     #[error("temp queue {0} belongs to another connection")]
     NotOwner(String),
+    /// A wildcard pattern with several `#`: the index could not bound its cost.
+    #[error("pattern {0:?} has more than one # (at most one per pattern)")]
+    TooManyHashes(String),
+    /// The wildcard index holds `limits.max_wildcard_words` words already.
+    #[error("too many wildcard subscription words in the broker (limit {0})")]
+    WildcardIndexFull(usize),
     /// `limits.max_durable_subscriptions` exist already.
     #[error("too many durable subscriptions (limit {0})")]
     TooManyDurables(usize),
@@ -170,6 +176,8 @@ pub struct RouterConfig {
     pub max_queues: usize,
     /// `limits.max_destination_words`.
     pub max_destination_words: usize,
+    /// `limits.max_wildcard_words`.
+    pub max_wildcard_words: usize,
     /// `limits.max_queues_per_connection`.
     pub max_queues_per_connection: usize,
     /// `queues.persistent_by_default`.
@@ -220,6 +228,7 @@ impl RouterConfig {
             slow_consumer_grace: Duration::from_millis(config.topics.slow_consumer_grace_ms),
             max_queues: config.limits.max_queues,
             max_destination_words: config.limits.max_destination_words,
+            max_wildcard_words: config.limits.max_wildcard_words,
             max_queues_per_connection: config.limits.max_queues_per_connection,
             persistent_by_default: queues.persistent_by_default,
             max_durable_subscriptions: config.limits.max_durable_subscriptions,
@@ -331,6 +340,23 @@ impl RouterInner {
         Ok(kind)
     }
 
+    /// Whether a wildcard subscription to `destination` may join an index of `nodes`
+    /// nodes to which it adds `cost`: one `#` at most, and the index within
+    /// `limits.max_wildcard_words` (the most a publish can visit).
+    fn check_pattern(
+        &self,
+        destination: &str,
+        nodes: usize,
+        cost: Result<usize, sublist::TooManyHashes>,
+    ) -> Result<(), RouteError> {
+        let cost = cost.map_err(|_| RouteError::TooManyHashes(destination.to_owned()))?;
+        let max = self.config.max_wildcard_words;
+        if cost > 0 && nodes + cost > max {
+            return Err(RouteError::WildcardIndexFull(max));
+        }
+        Ok(())
+    }
+
     fn is_dead_letter_queue(&self, name: &str) -> bool {
         name.strip_prefix("/queue/")
             .is_some_and(|n| n.starts_with(&self.config.dead_letter_prefix))
@@ -394,6 +420,13 @@ impl RouterInner {
         if durables.len() >= max {
             return Err(RouteError::TooManyDurables(max));
         }
+        if let Some(pattern) = Pattern::parse(&destination[TOPIC.len()..]) {
+            let (nodes, cost) = match durables.pattern_nodes(&pattern) {
+                Ok((nodes, cost)) => (nodes, Ok(cost)),
+                Err(e) => (0, Err(e)),
+            };
+            self.check_pattern(destination, nodes, cost)?;
+        }
         let queue = self.queue(&format!("{}{key}", durable::PREFIX), None, None)?;
         if let Some(store) = &self.store {
             store.submit(
@@ -404,11 +437,13 @@ impl RouterInner {
                 None,
             );
         }
-        durables.insert(Arc::new(durable::Durable {
-            key: key.to_owned(),
-            destination: destination.to_owned(),
-            queue: queue.clone(),
-        }));
+        durables
+            .insert(Arc::new(durable::Durable {
+                key: key.to_owned(),
+                destination: destination.to_owned(),
+                queue: queue.clone(),
+            }))
+            .expect("checked: at most one #");
         Ok(queue)
     }
 
@@ -1097,8 +1132,15 @@ impl Router {
                 {
                     Some(pattern) => {
                         let mut wildcards = inner.wildcards.write().expect("router lock poisoned");
+                        inner.check_pattern(
+                            destination,
+                            wildcards.nodes(),
+                            wildcards.cost(&pattern),
+                        )?;
                         set(Target::Wildcard(pattern.clone()));
-                        wildcards.insert(&pattern, sub);
+                        wildcards
+                            .insert(&pattern, sub)
+                            .expect("checked: at most one #");
                     }
                     None => {
                         // Added under the map's lock: a topic emptied meanwhile by its last
@@ -1158,16 +1200,22 @@ impl Router {
                 .inner
                 .queue(&format!("{}{key}", durable::PREFIX), None, None);
             match queue {
-                Ok(queue) => self
-                    .inner
-                    .durables
-                    .write()
-                    .expect("router lock poisoned")
-                    .insert(Arc::new(durable::Durable {
+                Ok(queue) => {
+                    let durable = Arc::new(durable::Durable {
                         key,
                         destination,
                         queue,
-                    })),
+                    });
+                    let mut durables = self.inner.durables.write().expect("router lock poisoned");
+                    if durables.insert(durable.clone()).is_err() {
+                        tracing::error!(
+                            key = %durable.key,
+                            destination = %durable.destination,
+                            "stored durable subscription has more than one # in its pattern: \
+                             its backlog is kept, but it receives nothing new; delete it"
+                        );
+                    }
+                }
                 Err(e) => {
                     tracing::error!(%key, error = %e, "stored durable subscription not loaded")
                 }

@@ -6,7 +6,8 @@
 //! O(words × pattern words) whatever the pattern. Runs of `#` collapse into one when a
 //! pattern is parsed (`#.#` means the same as `#`), so a pattern of 1,000 `#` words is
 //! one word. Routing does not call [`Pattern::matches`] per subscription: wildcard
-//! subscriptions live in a trie over words ([`super::sublist`]) walked the same way.
+//! subscriptions live in a trie over words ([`super::sublist`]), which holds patterns
+//! with at most one `#` so that a publish visits each of its nodes at most once.
 
 /// A parsed wildcard subscription such as `stocks.*.nyse` or `logs.#`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -69,7 +69,7 @@ pub const STATS_TOPIC: &str = "/sys/stats";
 
 /// Headers a producer may not pass through to MESSAGE: the broker sets them, or they
 /// only mean something on the SEND itself.
-const RESERVED: [&str; 9] = [
+const RESERVED: [&str; 11] = [
     "destination",
     "receipt",
     "transaction",
@@ -79,6 +79,10 @@ const RESERVED: [&str; 9] = [
     "ack",
     "redelivered",
     "redelivery-count",
+    // Set when a message is dead-lettered: a producer must not forge where it came
+    // from or why it died.
+    "original-destination",
+    "dead-letter-reason",
 ];
 
 /// Whether a producer header is one the broker sets or drops (see `RESERVED`).
@@ -136,6 +140,9 @@ pub struct Session {
     cap: Version,
     /// `None` until CONNECTED is sent.
     version: Option<Version>,
+    /// The version a CONNECT being handled would get: an ERROR refusing it is
+    /// encoded in it (STOMP 1.0 has no header escapes).
+    connecting: Option<Version>,
     outbox: OutboxTx,
     /// Cancelled to end the connection as a slow consumer.
     kill: CancellationToken,
@@ -200,6 +207,7 @@ impl Session {
             id,
             cap,
             version: None,
+            connecting: None,
             outbox,
             kill,
             link,
@@ -260,9 +268,10 @@ impl Session {
         Ok(flow)
     }
 
-    /// The negotiated version, or 1.2 before CONNECT (for encoding early ERRORs).
+    /// The negotiated version; before CONNECTED, the one the CONNECT being refused
+    /// asked for, or 1.2 (for encoding early ERRORs).
     pub fn version(&self) -> Version {
-        self.version.unwrap_or(Version::V1_2)
+        self.version.or(self.connecting).unwrap_or(Version::V1_2)
     }
 
     /// Encodes and queues one of our own frames, waiting for outbox room if needed.
@@ -347,6 +356,7 @@ impl Session {
                     .collect::<Vec<_>>()
                     .join(","),
             })?;
+        self.connecting = Some(version);
         let client_hb = match frame.headers.get("heart-beat") {
             None => (0, 0),
             Some(v) => {
