@@ -276,6 +276,36 @@ async fn s10_nack_redelivers_with_headers_then_dead_letters() {
     assert_eq!(dead.headers.get("original-destination"), Some("/queue/s10"));
 }
 
+/// Issue 18, finding 18: `original-destination` was not broker-owned, so a producer
+/// could pre-set it (and `dead-letter-reason`) and the DLQ copy kept the forged value.
+#[tokio::test]
+async fn a_producer_cannot_forge_where_a_dead_letter_came_from() {
+    let mut cfg = config();
+    cfg.queues.max_redeliveries = 0;
+    let b = start_with(cfg).await;
+    let mut c = connected(&b).await;
+    c.subscribe("0", "/queue/forged", "client-individual").await;
+    c.send(
+        "SEND\ndestination:/queue/forged\noriginal-destination:/queue/payroll\n\
+         dead-letter-reason:audited\n\npoison",
+    )
+    .await;
+    let m = c.expect(Command::Message).await;
+    assert_eq!(m.headers.get("original-destination"), None, "{m:?}");
+    assert_eq!(m.headers.get("dead-letter-reason"), None, "{m:?}");
+    c.send(&format!("NACK\nid:{}\n\n", ack_of(&m))).await;
+    c.subscribe("dlq", "/queue/DLQ.forged", "auto").await;
+    let dead = c.expect(Command::Message).await;
+    assert_eq!(&dead.body[..], b"poison");
+    let originals: Vec<_> = dead
+        .headers
+        .iter()
+        .filter(|(k, _)| *k == "original-destination")
+        .collect();
+    assert_eq!(originals, [("original-destination", "/queue/forged")]);
+    assert_eq!(dead.headers.get("dead-letter-reason"), None, "{dead:?}");
+}
+
 #[tokio::test]
 async fn s10_disconnect_with_unacked_redelivers_to_another_consumer() {
     let b = start().await;
