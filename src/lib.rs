@@ -116,6 +116,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
+pub use listener::Which;
 use metrics::Metrics;
 use router::{Router, RouterConfig};
 use session::Shared;
@@ -126,8 +127,10 @@ use transport::ws::WsSettings;
 #[derive(Debug, Error)]
 pub enum StartError {
     /// A listener address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} for {listener}: {source}")]
     Bind {
+        /// Which listener, with the setting and flag that move it.
+        listener: listener::Which,
         /// The address.
         addr: SocketAddr,
         /// The OS error.
@@ -216,26 +219,13 @@ impl Broker {
     /// Binds both listeners (port 0 picks a free port) and starts serving.
     pub async fn start(config: Config) -> Result<BrokerHandle, StartError> {
         let static_dir = http::static_dir(&config.http.static_dir)?;
-        let tcp = listener::bind(config.listeners.tcp)?;
+        use listener::Which;
+        let (tcp, tcp_addr) = listener::bind(config.listeners.tcp, Which::Tcp)?;
         let admin_listener = match config.admin.addr()? {
-            Some(addr) => {
-                let l = listener::bind(addr)?;
-                let bound = l
-                    .local_addr()
-                    .map_err(|source| StartError::Bind { addr, source })?;
-                Some((l, bound))
-            }
+            Some(addr) => Some(listener::bind(addr, Which::Admin)?),
             None => None,
         };
-        let ws = listener::bind(config.listeners.ws)?;
-        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listeners.tcp,
-            source,
-        })?;
-        let ws_addr = ws.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listeners.ws,
-            source,
-        })?;
+        let (ws, ws_addr) = listener::bind(config.listeners.ws, Which::Ws)?;
         let config_allows_any_origin = config.listeners.ws_allowed_origins.is_empty();
         // The TLS listeners, when configured: bound now, served below.
         let (tcp_tls, wss) = config.listeners.tls_addrs()?;
@@ -248,16 +238,11 @@ impl Broker {
                     .filter(|p| !p.as_os_str().is_empty()),
             )?),
         };
-        let bind_tls = |addr: Option<SocketAddr>| -> Result<_, StartError> {
-            let Some(addr) = addr else { return Ok(None) };
-            let l = listener::bind(addr)?;
-            let bound = l
-                .local_addr()
-                .map_err(|source| StartError::Bind { addr, source })?;
-            Ok(Some((l, bound)))
+        let bind_tls = |addr: Option<SocketAddr>, which| -> Result<_, StartError> {
+            addr.map(|addr| listener::bind(addr, which)).transpose()
         };
-        let tcp_tls = bind_tls(tcp_tls)?;
-        let wss = bind_tls(wss)?;
+        let tcp_tls = bind_tls(tcp_tls, Which::TcpTls)?;
+        let wss = bind_tls(wss, Which::Wss)?;
         let tls_reload = Duration::from_millis(config.tls.reload_check_ms);
         let metrics = Arc::new(Metrics::default());
         let opened = open_store(&config, &metrics)?;

@@ -196,8 +196,45 @@ async fn handshake(
 const BACKLOG: u32 = 1024;
 
 /// Binds a listener, naming the address in the error.
-pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, crate::StartError> {
-    let err = |source| crate::StartError::Bind { addr, source };
+/// Which listener an address is for: a bind error names it with the setting and the
+/// flag that move it, since the usual cause is another broker on the same port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// `listeners.tcp`.
+    Tcp,
+    /// `listeners.ws`.
+    Ws,
+    /// `admin.listen`.
+    Admin,
+    /// `listeners.tcp_tls`.
+    TcpTls,
+    /// `listeners.wss`.
+    Wss,
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Which::Tcp => "STOMP over TCP (listeners.tcp; --tcp ADDR moves it)",
+            Which::Ws => "WebSocket (listeners.ws; --ws ADDR moves it)",
+            Which::Admin => "the admin API (admin.listen; --admin ADDR moves it, --admin \"\" turns it off)",
+            Which::TcpTls => "STOMP over TLS (listeners.tcp_tls)",
+            Which::Wss => "WebSocket over TLS (listeners.wss)",
+        })
+    }
+}
+
+/// Binds `addr` for `which`; returns the listener and the address it got (port 0
+/// picks one).
+pub(crate) fn bind(
+    addr: SocketAddr,
+    which: Which,
+) -> Result<(TcpListener, SocketAddr), crate::StartError> {
+    let err = |source| crate::StartError::Bind {
+        listener: which,
+        addr,
+        source,
+    };
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -206,5 +243,7 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, crate::StartError> {
     .map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
-    socket.listen(BACKLOG).map_err(err)
+    let listener = socket.listen(BACKLOG).map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((listener, bound))
 }

@@ -40,7 +40,29 @@ enum Command {
     HashPassword,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the broker; an error that stops it is one line on stderr (no backtrace, whatever
+/// `RUST_BACKTRACE` says: it names what failed and what to change) and exit status 1.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The causes in order, each once (an error often repeats its source).
+            let mut line = String::new();
+            for cause in e.chain().map(ToString::to_string) {
+                if !line.ends_with(&cause) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("stompbox: {line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Command::HashPassword) = args.command {
         let mut line = String::new();

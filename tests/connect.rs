@@ -395,3 +395,49 @@ async fn an_error_refusing_a_1_0_connect_is_not_escaped() {
         assert!(text.contains(want), "{connect:?} got {text:?}");
     }
 }
+
+/// Issue 18, finding 22: on a machine where another broker holds 61613, the binary
+/// stopped with `cannot listen on 127.0.0.1:61613: Address already in use` and a
+/// 30-frame backtrace under `RUST_BACKTRACE=1`, naming neither the listener nor the
+/// flag that moves it. Now: one line, both named, exit status 1.
+#[test]
+fn a_port_in_use_is_one_line_naming_the_listener_and_its_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    for (args, names) in [
+        (
+            vec!["--tcp".to_owned(), format!("127.0.0.1:{port}")],
+            "STOMP over TCP (listeners.tcp; --tcp ADDR moves it)",
+        ),
+        (
+            vec!["--ws".to_owned(), format!("127.0.0.1:{port}")],
+            "WebSocket (listeners.ws; --ws ADDR moves it)",
+        ),
+        (
+            vec!["--admin".to_owned(), format!("127.0.0.1:{port}")],
+            "the admin API (admin.listen; --admin ADDR moves it",
+        ),
+    ] {
+        let mut all = vec!["--data-dir", ""];
+        for flag in ["--tcp", "--ws", "--admin"] {
+            if args[0] != flag {
+                all.extend([flag, "127.0.0.1:0"]);
+            }
+        }
+        all.extend(args.iter().map(String::as_str));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stompbox"))
+            .args(&all)
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("stompbox: cannot listen on 127.0.0.1:{port} for {names}")),
+            "{stderr}"
+        );
+        assert!(stderr.trim_end().ends_with("Address already in use (os error 98)"), "{stderr}");
+    }
+}

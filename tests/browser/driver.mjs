@@ -12,11 +12,13 @@
 //       ways) connects to WS_URL. Prints `PHASE connected N` on its Nth connection
 //       and `SILENT_MS n AT t` once stompjs reports a broker silent for n ms, t being
 //       the wall clock (ms since the epoch) when it did.
-//   node tests/browser/driver.mjs token BASE_URL WSS_URL SHORT LONG WAIT_MS
-//       Loads BASE_URL/token.html: two stompjs clients log in over wss:// (the
-//       test's own certificate, so certificate errors are ignored) with the short
-//       token; one refreshes it through /sys/auth and must still round-trip a message
-//       WAIT_MS later, the other must get ERROR "token expired".
+//   node tests/browser/driver.mjs token BASE_URL WSS_URL HS256_SECRET SHORT_S WAIT_MS
+//       Loads BASE_URL/token.html; once the page is ready, mints a token for user
+//       `page` that expires SHORT_S seconds from then and a long one (so a slow
+//       browser start cannot eat the short one's life): two stompjs clients log in
+//       over wss:// (the test's own certificate, so certificate errors are ignored)
+//       with the short token; one refreshes it through /sys/auth and must still
+//       round-trip a message WAIT_MS later, the other must get ERROR "token expired".
 //   node tests/browser/driver.mjs chat BASE_URL [SCREENSHOT.png]
 //       Opens the chat example (examples/chat) in several pages and checks that
 //       they see each other's lines and an honest "users connected" count, kept
@@ -35,6 +37,7 @@
 // `RESULT fail: ...` and exits 1. Either way it stops by itself within
 // OVERALL_TIMEOUT_MS.
 
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -148,13 +151,22 @@ async function heartbeat(base, ws) {
   }
 }
 
-async function token(base, wss, short, long, wait) {
+// An HS256 JWT for user `page`, expiring `seconds` from now.
+function mint(secret, seconds) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: 'page', exp: Math.floor(Date.now() / 1000) + seconds })}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+async function token(base, wss, secret, shortSeconds, wait) {
   const page = await context.newPage();
   const errors = [];
   watch(page, 'page', errors);
-  const url = `${base}/token.html?wss=${encodeURIComponent(wss)}&short=${short}&long=${long}&wait=${wait}`;
+  const url = `${base}/token.html?wss=${encodeURIComponent(wss)}&wait=${wait}`;
   const response = await page.goto(url);
   if (!response?.ok()) return finish(false, `GET ${base}/token.html answered ${response?.status()}`);
+  // The tokens' clock starts now that the page is ready, not when the test began.
+  await page.evaluate(([s, l]) => window.start(s, l), [mint(secret, Number(shortSeconds)), mint(secret, 120)]);
   const until = Date.now() + Number(wait) + 10000;
   for (;;) {
     const tk = await page.evaluate(() => window.tk);
