@@ -63,8 +63,8 @@ npm ci --prefix tests/interop --no-audit --no-fund >/dev/null
 # stompbox itself.
 echo "install-interop: playwright-core + @stomp/stompjs -> tests/browser/node_modules"
 npm ci --prefix tests/browser --no-audit --no-fund >/dev/null
-echo "install-interop: @stomp/stompjs -> examples/chat/node_modules"
-npm ci --prefix examples/chat --no-audit --no-fund >/dev/null
+echo "install-interop: @stomp/stompjs -> examples/chat/public/node_modules"
+npm ci --prefix examples/chat/public --no-audit --no-fund >/dev/null
 
 # The admin dashboard's libraries (stompjs, uPlot), served by the admin listener from
 # dashboard/node_modules: nothing is fetched at run time.

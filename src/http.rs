@@ -8,7 +8,8 @@
 //! BENCHMARKS.md). When `http.static_dir` is set, GET and HEAD of any other path
 //! serve that directory through tower-http's `ServeDir`, which already refuses path
 //! traversal and does content types, ranges and conditional requests, so a browser
-//! app can be loaded from the same origin as its WebSocket. Anything else is a 404.
+//! app can be loaded from the same origin as its WebSocket; dotfiles and `*.toml`
+//! are never served (see [`is_private`]). Anything else is a 404.
 //!
 //! Request headers must arrive within `limits.handshake_timeout_ms`, a publish body
 //! within `http.body_timeout_ms`, and a connection that moves no byte either way for
@@ -254,6 +255,9 @@ fn not_found(path: &str, ws_path: &str) -> Response<Body> {
 /// a client that got the path wrong learns the right one.
 async fn static_file(req: Request<Incoming>, dir: &ServeDir, ws_path: &str) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    if is_private(&path) {
+        return not_found(&path, ws_path);
+    }
     match dir.clone().try_call(req).await {
         Ok(resp) if resp.status() == StatusCode::NOT_FOUND => not_found(&path, ws_path),
         Ok(resp) => resp.map(|body| body.map_err(BoxError::from).boxed_unsync()),
@@ -275,6 +279,20 @@ async fn static_file(req: Request<Incoming>, dir: &ServeDir, ws_path: &str) -> R
             )
         }
     }
+}
+
+/// Whether a static path names something a site folder may hold but never serves:
+/// a dotfile or dot-directory (`.env`, `.git/`) or a `*.toml` (a broker config next to
+/// the page holds password hashes and token secrets). Checked on the decoded path,
+/// as `ServeDir` decodes it.
+fn is_private(path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    decoded.split(['/', '\\']).any(|segment| {
+        segment.starts_with('.')
+            || segment
+                .get(segment.len().saturating_sub(5)..)
+                .is_some_and(|end| end.eq_ignore_ascii_case(".toml"))
+    })
 }
 
 fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
@@ -494,5 +512,32 @@ async fn publish(
             text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
         }
         Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dotfiles_and_toml_files_are_private() {
+        for path in [
+            "/broker.toml",
+            "/BROKER.TOML",
+            "/broker%2Etoml",
+            "/.env",
+            "/a/.git/config",
+            "/%2egit/HEAD",
+            "/sub/x.toml",
+        ] {
+            assert!(super::is_private(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/index.html",
+            "/node_modules/a/b.js",
+            "/toml",
+            "/a.toml.html",
+        ] {
+            assert!(!super::is_private(path), "{path}");
+        }
     }
 }

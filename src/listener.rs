@@ -217,7 +217,9 @@ impl std::fmt::Display for Which {
         f.write_str(match self {
             Which::Tcp => "STOMP over TCP (listeners.tcp; --tcp ADDR moves it)",
             Which::Ws => "WebSocket (listeners.ws; --ws ADDR moves it)",
-            Which::Admin => "the admin API (admin.listen; --admin ADDR moves it, --admin \"\" turns it off)",
+            Which::Admin => {
+                "the admin API (admin.listen; --admin ADDR moves it, --admin \"\" turns it off)"
+            }
             Which::TcpTls => "STOMP over TLS (listeners.tcp_tls)",
             Which::Wss => "WebSocket over TLS (listeners.wss)",
         })

@@ -46,7 +46,7 @@ fn require_browser_tools(static_dir: &Path) {
     );
     require(
         &static_dir.join("node_modules/@stomp/stompjs/bundles/stomp.umd.min.js"),
-        "run `bash scripts/install-interop.sh` (npm ci in tests/browser and examples/chat)",
+        "run `bash scripts/install-interop.sh` (npm ci in tests/browser and examples/chat/public)",
     );
 }
 
@@ -226,7 +226,7 @@ async fn stompjs_in_chromium_topic_queue_binary_acks_and_broker_restart() {
 /// broker's presence topic, which reports a connection the moment its socket closes.
 #[tokio::test]
 async fn chat_example_tabs_see_each_other_and_leave_promptly() {
-    let site = root().join("examples/chat");
+    let site = root().join("examples/chat/public");
     require_browser_tools(&site);
     let b = start_with(serving(&site)).await;
     let base = format!("http://{}", b.handle.ws_addr);

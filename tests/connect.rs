@@ -435,9 +435,16 @@ fn a_port_in_use_is_one_line_naming_the_listener_and_its_flag() {
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
-            stderr.starts_with(&format!("stompbox: cannot listen on 127.0.0.1:{port} for {names}")),
+            stderr.starts_with(&format!(
+                "stompbox: cannot listen on 127.0.0.1:{port} for {names}"
+            )),
             "{stderr}"
         );
-        assert!(stderr.trim_end().ends_with("Address already in use (os error 98)"), "{stderr}");
+        assert!(
+            stderr
+                .trim_end()
+                .ends_with("Address already in use (os error 98)"),
+            "{stderr}"
+        );
     }
 }

@@ -295,6 +295,47 @@ async fn static_dir_refuses_paths_that_leave_it() {
     }
 }
 
+/// Issue 18, finding 17: `http.static_dir` served everything under it, and the chat
+/// example served its own `broker.toml` (where hashes and JWT secrets would go).
+/// Dotfiles, dot-directories and `*.toml` are never served, however spelled; the
+/// chat example's page moved to `examples/chat/public/`, away from its config.
+#[tokio::test]
+async fn static_dir_never_serves_configs_or_dotfiles() {
+    let dir = site("static-private");
+    std::fs::write(dir.join("broker.toml"), "hs256_secrets = [\"s3cret\"]").unwrap();
+    std::fs::write(dir.join(".env"), "TOKEN=s3cret").unwrap();
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    std::fs::write(dir.join(".git/config"), "s3cret").unwrap();
+    let b = start_with(with_static(&dir)).await;
+    let addr = b.handle.ws_addr;
+    for path in [
+        "/broker.toml",
+        "/Broker.TOML",
+        "/broker%2etoml",
+        "/.env",
+        "/%2eenv",
+        "/.git/config",
+        "/sub/../broker.toml",
+    ] {
+        let (status, resp) = http_request(addr, &format!("GET {path} HTTP/1.1"), b"").await;
+        assert!(
+            status == 404 || status == 400,
+            "{path}: expected a refusal, got {resp}"
+        );
+        assert!(!resp.contains("s3cret"), "{path}: leaked {resp}");
+    }
+    assert_eq!(http_request(addr, "GET /app.js HTTP/1.1", b"").await.0, 200);
+    // The chat example serves its page, and its config is not in the folder served.
+    let chat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/chat");
+    let served = stompbox::Config::load(&chat.join("broker.toml"))
+        .unwrap()
+        .http
+        .static_dir;
+    assert_eq!(served, std::path::Path::new("examples/chat/public"));
+    assert!(chat.join("public/index.html").is_file());
+    assert!(!chat.join("public/broker.toml").exists());
+}
+
 #[tokio::test]
 async fn websocket_still_upgrades_when_static_files_are_served() {
     let b = start_with(with_static(&site("static-ws"))).await;
