@@ -284,6 +284,12 @@ pub struct LimitsConfig {
     /// Durable topic subscriptions in the broker: each keeps a queue while its
     /// subscriber is away, and every publish to a topic checks the wildcard ones.
     pub max_durable_subscriptions: usize,
+    /// Durable topic subscriptions one user may hold (all anonymous clients are one
+    /// user), so one user cannot use up `max_durable_subscriptions` for everyone.
+    pub max_durable_subscriptions_per_user: usize,
+    /// A durable subscription nobody has attached to for this long is deleted with its
+    /// backlog (0: never, as RabbitMQ and ActiveMQ by default).
+    pub durable_subscription_expiry_ms: u64,
     /// Frames read and held, in order, behind a frame that waits for room (ACK, NACK
     /// and heart-beats are still handled meanwhile). At this many, or once the held
     /// frames (headers and bodies) reach `max_body_bytes`, the connection stops reading
@@ -315,6 +321,8 @@ impl Default for LimitsConfig {
             max_wildcard_words: 100_000,
             max_queues_per_connection: 1_000,
             max_durable_subscriptions: 10_000,
+            max_durable_subscriptions_per_user: 100,
+            durable_subscription_expiry_ms: 0,
             max_connections_per_address: 1_000,
             max_frames_per_second: 0,
             max_held_frames: 128,
@@ -767,7 +775,7 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 36] = [
+        let positive: [(&'static str, u64); 37] = [
             ("admin.stats_interval_ms", self.admin.stats_interval_ms),
             ("admin.stats_max_rows", self.admin.stats_max_rows as u64),
             (
@@ -801,6 +809,10 @@ impl Config {
             (
                 "limits.max_durable_subscriptions",
                 self.limits.max_durable_subscriptions as u64,
+            ),
+            (
+                "limits.max_durable_subscriptions_per_user",
+                self.limits.max_durable_subscriptions_per_user as u64,
             ),
             (
                 "limits.max_queues_per_connection",

@@ -314,6 +314,7 @@ impl Broker {
             acl: acl.clone(),
             jwt,
             connections: connections.clone(),
+            client_ids: session::ClientIds::default(),
         });
         let tracker = TaskTracker::new();
         let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);

@@ -331,6 +331,30 @@ async fn every_endpoint_answers_as_the_openapi_file_says_and_needs_an_admin() {
         assert_eq!(a.status, status, "DELETE {destination}");
     }
 
+    // Durable subscriptions: listed with their owner; not deleted while attached.
+    app.send("SUBSCRIBE\nid:d\ndestination:/topic/news.d\ndurable:true\nauto-delete:false\nreceipt:d\n\n")
+        .await;
+    app.until_receipt("d").await;
+    let a = call("GET", "/api/durables", "/api/durables", OPS, None).await;
+    assert_eq!(
+        a.json(),
+        json!([{"key": "user:app/rabbitmq//d/%2Ftopic%2Fnews.d", "owner": "user:app",
+                "destination": "/topic/news.d", "depth": 0, "bytes": 0, "consumers": 1}])
+    );
+    let key = "/api/durables?key=user:app/rabbitmq//d/%252Ftopic%252Fnews.d";
+    let a = call("DELETE", "/api/durables", key, OPS, None).await;
+    assert_eq!(a.status, 409);
+    app.send("UNSUBSCRIBE\nid:d\nreceipt:u\n\n").await;
+    app.until_receipt("u").await;
+    for status in [204, 404] {
+        let a = call("DELETE", "/api/durables", key, OPS, None).await;
+        assert_eq!(a.status, status);
+    }
+    let a = call("DELETE", "/api/durables", "/api/durables", OPS, None).await;
+    assert_eq!(a.status, 400);
+    let a = call("GET", "/api/durables", "/api/durables", OPS, None).await;
+    assert_eq!(a.json(), json!([]));
+
     // Publish: the subscriber gets it, with its header.
     let a = call(
         "POST",

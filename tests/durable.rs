@@ -773,3 +773,171 @@ async fn queue_policies_set_persistence_and_ttl_per_queue() {
     c.expect_silence(Duration::from_millis(300)).await;
     broker.handle.shutdown().await;
 }
+
+/// A TCP client logged in as `login` (passcode `pw`), with CONNECT `client-id`.
+async fn login_as(broker: &TestBroker, login: &str, client_id: &str) -> Client {
+    let mut c = Client::tcp(broker.tcp()).await;
+    c.send(&format!(
+        "CONNECT\naccept-version:1.2\nhost:localhost\nlogin:{login}\npasscode:pw\nclient-id:{client_id}\n\n"
+    ))
+    .await;
+    c.expect(Command::Connected).await;
+    c
+}
+
+fn users_and_acls() -> Config {
+    let mut cfg = common::config();
+    cfg.auth.users = ["alice", "mallory", "bob"]
+        .iter()
+        .map(|l| common::user(l, "pw"))
+        .collect();
+    let rule = |users: &[&str], read: &[&str]| stompbox::config::AclRule {
+        users: users.iter().map(|s| (*s).to_owned()).collect(),
+        read: read.iter().map(|s| (*s).to_owned()).collect(),
+        write: vec!["/topic/#".into()],
+        ..Default::default()
+    };
+    cfg.auth.acls = vec![
+        rule(&["alice", "bob"], &["/topic/secret.#"]),
+        rule(&["mallory"], &["/topic/public.#"]),
+        rule(&["*"], &[]),
+    ];
+    cfg
+}
+
+/// Issue 18, finding 2: the key came from the client-chosen `client-id`, so mallory
+/// (read on `/topic/public.#` only) deleted alice's subscription to
+/// `/topic/secret.#` and its backlog with an UNSUBSCRIBE naming it, and replaced it
+/// by reusing the key on another topic; bob, who may read the topic, consumed
+/// alice's backlog by reusing her key. Keys are now scoped by the authenticated
+/// user: none of that reaches alice's subscription, and she gets all 3 messages.
+#[tokio::test]
+async fn durable_subscriptions_belong_to_the_user_who_made_them() {
+    let broker = start_with(users_and_acls()).await;
+    let named = "id:s\ndestination:/topic/secret.x\ndurable-subscription-name:s\n";
+    let mut alice = login_as(&broker, "alice", "app").await;
+    subscribe_with(&mut alice, named).await;
+    drop(alice);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut p = login_as(&broker, "alice", "producer").await;
+    let three: Vec<String> = numbered("m", 3);
+    send_all(&mut p, "/topic/secret.x", "", &three).await;
+
+    // Mallory names it to delete it (no live subscription: Artemis's way), and
+    // reuses its key on a topic she may read.
+    let mut mallory = login_as(&broker, "mallory", "app").await;
+    mallory
+        .send("UNSUBSCRIBE\nid:s\ndurable-subscription-name:s\nreceipt:u\n\n")
+        .await;
+    mallory.until_receipt("u").await;
+    subscribe_with(
+        &mut mallory,
+        "id:m\ndestination:/topic/public.x\ndurable-subscription-name:s\n",
+    )
+    .await;
+    // Bob may read the topic and reuses the key: he gets a subscription of his own.
+    let mut bob = login_as(&broker, "bob", "app").await;
+    subscribe_with(&mut bob, named).await;
+    bob.expect_silence(Duration::from_millis(200)).await;
+
+    let mut alice = login_as(&broker, "alice", "app").await;
+    subscribe_with(&mut alice, named).await;
+    assert_eq!(bodies(&take(&mut alice, 3).await), three);
+    let owners: Vec<String> = broker
+        .handle
+        .router()
+        .durables()
+        .into_iter()
+        .map(|d| d.owner)
+        .collect();
+    assert_eq!(owners, ["user:alice", "user:bob", "user:mallory"]);
+}
+
+/// A `client-id` is one live connection's, per user (as ActiveMQ and Artemis refuse
+/// a second): two connections never share one named durable subscription at once,
+/// and another user's connection with the same id is no obstacle.
+#[tokio::test]
+async fn a_client_id_in_use_is_refused_for_the_same_user_only() {
+    let broker = start_with(users_and_acls()).await;
+    let first = login_as(&broker, "alice", "app").await;
+    let mut second = Client::tcp(broker.tcp()).await;
+    second
+        .send("CONNECT\naccept-version:1.2\nhost:h\nlogin:alice\npasscode:pw\nclient-id:app\n\n")
+        .await;
+    let e = second.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some("client-id \"app\" is in use by another connection")
+    );
+    let _bob = login_as(&broker, "bob", "app").await;
+    drop(first);
+    // Given back when the connection ends.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut again = Client::tcp(broker.tcp()).await;
+        again
+            .send(
+                "CONNECT\naccept-version:1.2\nhost:h\nlogin:alice\npasscode:pw\nclient-id:app\n\n",
+            )
+            .await;
+        if again.frame().await.command == Command::Connected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client-id never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 18, findings 9 and 19: one anonymous connection could fill the broker's
+/// durable subscriptions for good; stompjs's default ids (`sub-0`) made two unrelated
+/// apps share one durable queue. Now each user has a quota (all anonymous clients
+/// are one user), an expiry frees the ones nobody attaches to, and the RabbitMQ
+/// dialect's key includes the client id.
+#[tokio::test]
+async fn durable_subscriptions_have_a_quota_per_user_an_expiry_and_distinct_keys() {
+    let mut cfg = users_and_acls();
+    cfg.auth.acls.clear();
+    cfg.limits.max_durable_subscriptions_per_user = 2;
+    cfg.limits.durable_subscription_expiry_ms = 1000;
+    cfg.queues.idle_delete_ms = 0;
+    let broker = start_with(cfg).await;
+    let rabbit =
+        |topic: &str| format!("id:sub-0\ndestination:{topic}\ndurable:true\nauto-delete:false\n");
+    // Two apps, both with stompjs's first id, told apart by their client ids.
+    let mut one = connected_as(&broker, "app-one").await;
+    subscribe_with(&mut one, &rabbit("/topic/t")).await;
+    let mut two = connected_as(&broker, "app-two").await;
+    subscribe_with(&mut two, &rabbit("/topic/t")).await;
+    drop((one, two));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&broker, "/topic/t", "", &["a", "b"]).await;
+    for app in ["app-one", "app-two"] {
+        let mut c = connected_as(&broker, app).await;
+        subscribe_with(&mut c, &rabbit("/topic/t")).await;
+        assert_eq!(bodies(&take(&mut c, 2).await), ["a", "b"], "{app}");
+    }
+    // The anonymous user holds 2: a third is refused; alice still gets hers.
+    let mut third = connected_as(&broker, "app-three").await;
+    third
+        .send(&format!("SUBSCRIBE\n{}\n", rabbit("/topic/t")))
+        .await;
+    let e = third.expect_error_and_close().await;
+    assert_eq!(
+        e.headers.get("message"),
+        Some(
+            "you have too many durable subscriptions (limit 2): unsubscribe one with its durable headers"
+        )
+    );
+    let mut alice = login_as(&broker, "alice", "a").await;
+    subscribe_with(&mut alice, &rabbit("/topic/t")).await;
+    drop(alice);
+    // Nobody attached for 1 s: all three expire, with their backlogs.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !broker.handle.router().durables().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

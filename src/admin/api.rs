@@ -38,6 +38,7 @@ pub(crate) fn app(state: Arc<AdminState>) -> Router {
             get(destinations).delete(delete_destination),
         )
         .route("/api/destinations/purge", post(purge))
+        .route("/api/durables", get(durables).delete(delete_durable))
         .route("/api/messages", post(publish))
         .route("/api/log-level", get(log_level).put(set_log_level))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API path") });
@@ -277,6 +278,38 @@ async fn delete_destination(
         }
         Err(e @ DeleteError::NotAQueue) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ DeleteError::InUse) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+async fn durables(State(state): State<Shared>) -> Json<Vec<crate::router::DurableView>> {
+    Json(state.shared.router.durables())
+}
+
+#[derive(Deserialize)]
+struct DurableQuery {
+    key: String,
+}
+
+async fn delete_durable(
+    State(state): State<Shared>,
+    query: Result<Query<DurableQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(StatusCode::BAD_REQUEST, "missing ?key=");
+    };
+    match state.shared.router.delete_durable_unattached(&q.key) {
+        Ok(n) => {
+            tracing::info!(key = %q.key, purged = n, "durable subscription deleted by an administrator");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(DeleteError::InUse) => error(
+            StatusCode::CONFLICT,
+            "a subscriber is attached to this durable subscription",
+        ),
+        Err(_) => error(
+            StatusCode::NOT_FOUND,
+            format!("no durable subscription {}", q.key),
+        ),
     }
 }
 

@@ -9,11 +9,12 @@
 //! durable queue it feeds. With a store, the subscription itself is stored, and
 //! persistent messages are written to each durable queue before they reach it.
 //!
-//! Keys (see `session`): `rabbitmq/ID/DESTINATION` for RabbitMQ's `durable:true` +
-//! `auto-delete:false` + `id`, `client/CLIENT-ID/NAME` for ActiveMQ Classic's
-//! `activemq.subscriptionName` and Artemis's `durable-subscription-name`, both with
-//! CONNECT's `client-id` (the two share one namespace, as JMS's client id and
-//! subscription name do).
+//! Keys (see `session::durable`): `OWNER/rabbitmq/CLIENT-ID/ID/DESTINATION` for
+//! RabbitMQ's `durable:true` + `auto-delete:false` + `id`, `OWNER/client/CLIENT-ID/NAME`
+//! for ActiveMQ Classic's `activemq.subscriptionName` and Artemis's
+//! `durable-subscription-name`, both with CONNECT's `client-id`; `OWNER` is
+//! `user:LOGIN` or `anonymous`, and each holds at most
+//! `limits.max_durable_subscriptions_per_user` of them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,30 @@ pub(super) struct Durable {
     /// The topic or pattern it subscribes to.
     pub destination: String,
     pub queue: Arc<Queue>,
+    /// Since when no subscriber has been attached, as far as sweeps have seen (for
+    /// `limits.durable_subscription_expiry_ms`).
+    pub unattached_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Durable {
+    pub fn new(key: String, destination: String, queue: Arc<Queue>) -> Durable {
+        Durable {
+            key,
+            destination,
+            queue,
+            unattached_since: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Its owner: what the key says before its first `/`.
+    pub fn owner(&self) -> &str {
+        owner_of(&self.key)
+    }
+}
+
+/// The owner part of a durable key.
+pub(super) fn owner_of(key: &str) -> &str {
+    key.split('/').next().unwrap_or(key)
 }
 
 /// Every durable subscription, indexed for publishing as live ones are: by exact
@@ -39,6 +64,8 @@ pub(super) struct Durable {
 #[derive(Debug, Default)]
 pub(super) struct Durables {
     by_key: HashMap<String, Arc<Durable>>,
+    /// Durable subscriptions per owner.
+    per_owner: HashMap<String, usize>,
     exact: HashMap<String, Vec<Arc<Durable>>>,
     patterns: Sublist<Durable>,
 }
@@ -50,6 +77,15 @@ impl Durables {
 
     pub fn get(&self, key: &str) -> Option<&Arc<Durable>> {
         self.by_key.get(key)
+    }
+
+    /// How many `owner` holds.
+    pub fn owned_by(&self, owner: &str) -> usize {
+        self.per_owner.get(owner).copied().unwrap_or(0)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Durable>> {
+        self.by_key.values()
     }
 
     /// The wildcard index's size and what `pattern` would add to it.
@@ -70,12 +106,28 @@ impl Durables {
                 Ok(())
             }
         };
-        self.by_key.insert(durable.key.clone(), durable);
+        *self
+            .per_owner
+            .entry(durable.owner().to_owned())
+            .or_default() += 1;
+        if let Some(old) = self.by_key.insert(durable.key.clone(), durable) {
+            self.uncount(&old);
+        }
         indexed
+    }
+
+    fn uncount(&mut self, durable: &Durable) {
+        if let Some(n) = self.per_owner.get_mut(durable.owner()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_owner.remove(durable.owner());
+            }
+        }
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Arc<Durable>> {
         let durable = self.by_key.remove(key)?;
+        self.uncount(&durable);
         if let Some(p) = Pattern::parse(&durable.destination[TOPIC.len()..]) {
             self.patterns.remove(&p, &durable);
         }

@@ -90,6 +90,11 @@ pub enum RouteError {
     /// `limits.max_durable_subscriptions` exist already.
     #[error("too many durable subscriptions (limit {0})")]
     TooManyDurables(usize),
+    /// This user holds `limits.max_durable_subscriptions_per_user` already.
+    #[error(
+        "you have too many durable subscriptions (limit {0}): unsubscribe one with its durable headers"
+    )]
+    TooManyDurablesForUser(usize),
 }
 
 /// A SEND waiting for room: in a full queue (at most `queues.send_timeout_ms`, then
@@ -178,6 +183,10 @@ pub struct RouterConfig {
     pub max_destination_words: usize,
     /// `limits.max_wildcard_words`.
     pub max_wildcard_words: usize,
+    /// `limits.max_durable_subscriptions_per_user`.
+    pub max_durable_subscriptions_per_user: usize,
+    /// `limits.durable_subscription_expiry_ms` (zero: never).
+    pub durable_expiry: Duration,
     /// `limits.max_queues_per_connection`.
     pub max_queues_per_connection: usize,
     /// `queues.persistent_by_default`.
@@ -229,6 +238,8 @@ impl RouterConfig {
             max_queues: config.limits.max_queues,
             max_destination_words: config.limits.max_destination_words,
             max_wildcard_words: config.limits.max_wildcard_words,
+            max_durable_subscriptions_per_user: config.limits.max_durable_subscriptions_per_user,
+            durable_expiry: Duration::from_millis(config.limits.durable_subscription_expiry_ms),
             max_queues_per_connection: config.limits.max_queues_per_connection,
             persistent_by_default: queues.persistent_by_default,
             max_durable_subscriptions: config.limits.max_durable_subscriptions,
@@ -420,6 +431,10 @@ impl RouterInner {
         if durables.len() >= max {
             return Err(RouteError::TooManyDurables(max));
         }
+        let per_user = self.config.max_durable_subscriptions_per_user;
+        if durables.owned_by(durable::owner_of(key)) >= per_user {
+            return Err(RouteError::TooManyDurablesForUser(per_user));
+        }
         if let Some(pattern) = Pattern::parse(&destination[TOPIC.len()..]) {
             let (nodes, cost) = match durables.pattern_nodes(&pattern) {
                 Ok((nodes, cost)) => (nodes, Ok(cost)),
@@ -438,11 +453,11 @@ impl RouterInner {
             );
         }
         durables
-            .insert(Arc::new(durable::Durable {
-                key: key.to_owned(),
-                destination: destination.to_owned(),
-                queue: queue.clone(),
-            }))
+            .insert(Arc::new(durable::Durable::new(
+                key.to_owned(),
+                destination.to_owned(),
+                queue.clone(),
+            )))
             .expect("checked: at most one #");
         Ok(queue)
     }
@@ -1181,6 +1196,79 @@ impl Router {
         Ok(())
     }
 
+    /// The topic or pattern of the durable subscription `key`, if there is one.
+    pub fn durable_destination(&self, key: &str) -> Option<String> {
+        let durables = self.inner.durables.read().expect("router lock poisoned");
+        durables.get(key).map(|d| d.destination.clone())
+    }
+
+    /// Every durable subscription, for the admin side, ordered by key.
+    pub fn durables(&self) -> Vec<DurableView> {
+        let durables = self.inner.durables.read().expect("router lock poisoned");
+        let mut list: Vec<DurableView> = durables
+            .all()
+            .map(|d| {
+                let v = d.queue.view();
+                DurableView {
+                    key: d.key.clone(),
+                    owner: d.owner().to_owned(),
+                    destination: d.destination.clone(),
+                    depth: v.depth,
+                    bytes: v.bytes,
+                    consumers: v.consumers,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.key.cmp(&b.key));
+        list
+    }
+
+    /// Deletes the durable subscription `key` for an administrator: not while a
+    /// subscriber is attached.
+    pub fn delete_durable_unattached(&self, key: &str) -> Result<usize, DeleteError> {
+        let mut durables = self.inner.durables.write().expect("router lock poisoned");
+        let d = durables.get(key).ok_or(DeleteError::NotFound)?;
+        if d.queue.view().consumers > 0 {
+            return Err(DeleteError::InUse);
+        }
+        let depth = d.queue.ready_len();
+        let d = durables.remove(key).expect("checked above");
+        self.inner.forget_durable(&d);
+        Ok(depth)
+    }
+
+    /// Deletes every durable subscription nobody has attached to for
+    /// `limits.durable_subscription_expiry_ms` (as sweeps see it); returns how many.
+    pub fn sweep_durables(&self, now: std::time::Instant) -> usize {
+        let expiry = self.inner.config.durable_expiry;
+        if expiry.is_zero() {
+            return 0;
+        }
+        let expired: Vec<String> = {
+            let durables = self.inner.durables.read().expect("router lock poisoned");
+            durables
+                .all()
+                .filter(|d| {
+                    let mut since = d.unattached_since.lock().expect("durable lock poisoned");
+                    if d.queue.view().consumers > 0 {
+                        *since = None;
+                        return false;
+                    }
+                    now.duration_since(*since.get_or_insert(now)) >= expiry
+                })
+                .map(|d| d.key.clone())
+                .collect()
+        };
+        let mut deleted = 0;
+        for key in expired {
+            if self.delete_durable_unattached(&key).is_ok() {
+                tracing::info!(%key, "durable subscription expired: nobody attached to it");
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
     /// Deletes the durable subscription `key` with its backlog; false if none.
     pub fn delete_durable(&self, key: &str) -> bool {
         let mut durables = self.inner.durables.write().expect("router lock poisoned");
@@ -1201,11 +1289,7 @@ impl Router {
                 .queue(&format!("{}{key}", durable::PREFIX), None, None);
             match queue {
                 Ok(queue) => {
-                    let durable = Arc::new(durable::Durable {
-                        key,
-                        destination,
-                        queue,
-                    });
+                    let durable = Arc::new(durable::Durable::new(key, destination, queue));
                     let mut durables = self.inner.durables.write().expect("router lock poisoned");
                     if durables.insert(durable.clone()).is_err() {
                         tracing::error!(
@@ -1320,18 +1404,28 @@ impl Router {
 
     /// Runs [`Router::sweep_idle`] every half `queues.idle_delete_ms` until `stop`:
     /// an idle queue goes between one and one and a half idle periods after its last use.
+    ///
+    /// Durable subscriptions nobody attached to are swept on the same tick (every half
+    /// `limits.durable_subscription_expiry_ms`, if shorter).
     pub async fn sweep_idle_until(self, stop: tokio_util::sync::CancellationToken) {
-        let idle = self.inner.config.idle_delete;
-        if idle.is_zero() {
+        let every = [
+            self.inner.config.idle_delete,
+            self.inner.config.durable_expiry,
+        ]
+        .into_iter()
+        .filter(|d| !d.is_zero())
+        .min();
+        let Some(every) = every else {
             return;
-        }
-        let mut tick = tokio::time::interval((idle / 2).max(Duration::from_millis(1)));
+        };
+        let mut tick = tokio::time::interval((every / 2).max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     self.sweep_idle();
+                    self.sweep_durables(std::time::Instant::now());
                 }
             }
         }
@@ -1525,6 +1619,23 @@ pub struct DestView {
     pub consumers: usize,
     /// Its counters.
     pub stats: Arc<DestStats>,
+}
+
+/// One durable subscription, for the admin side.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DurableView {
+    /// Its key (see `session::durable`).
+    pub key: String,
+    /// `user:LOGIN` or `anonymous`.
+    pub owner: String,
+    /// The topic or pattern it subscribes to.
+    pub destination: String,
+    /// Messages in its backlog.
+    pub depth: usize,
+    /// Bytes it holds.
+    pub bytes: usize,
+    /// Attached subscribers (0 or 1).
+    pub consumers: usize,
 }
 
 /// Why a queue was not deleted.

@@ -115,6 +115,9 @@ pub enum SessionError {
         /// Where.
         destination: String,
     },
+    /// CONNECT's `client-id` is held by another live connection of the same user.
+    #[error("client-id {0:?} is in use by another connection")]
+    ClientIdInUse(String),
     /// A durable subscription name without CONNECT's `client-id`.
     #[error("a durable subscription name needs a client-id header on CONNECT")]
     DurableNeedsClientId,

@@ -7,6 +7,7 @@
 
 mod conn;
 mod durable;
+pub use durable::ClientIds;
 mod error;
 pub mod heartbeat;
 mod persist;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub jwt: Option<Arc<crate::jwt::Verifier>>,
     /// Every open connection, for the admin side and presence.
     pub connections: Arc<crate::connections::Connections>,
+    /// CONNECT `client-id`s in use.
+    pub client_ids: ClientIds,
 }
 
 impl Shared {
@@ -159,6 +162,8 @@ pub struct Session {
     /// CONNECT's `client-id`: with a subscription name, it names a durable
     /// subscription (ActiveMQ, Artemis).
     client_id: Option<String>,
+    /// This connection's hold on its `client-id`.
+    client_claim: Option<durable::ClientIdClaim>,
     /// The client's address, for the failed-login limit.
     pub peer: Option<std::net::IpAddr>,
     /// The user its verified TLS client certificate names (mutual TLS).
@@ -216,6 +221,7 @@ impl Session {
             txs: HashMap::new(),
             inflight: Arc::default(),
             client_id: None,
+            client_claim: None,
             peer: None,
             cert_user: None,
             login: None,
@@ -372,7 +378,16 @@ impl Session {
         let negotiated =
             heartbeat::negotiate(client_hb, (hb.send_ms, hb.recv_ms), hb.min_ms.max(1));
         self.version = Some(version);
-        self.client_id = frame.headers.get("client-id").map(str::to_owned);
+        if let Some(client) = frame.headers.get("client-id") {
+            let owner = durable::owner(self.login.as_deref());
+            let claim = self
+                .shared
+                .client_ids
+                .claim(&owner, client)
+                .ok_or_else(|| SessionError::ClientIdInUse(client.to_owned()))?;
+            self.client_claim = Some(claim);
+            self.client_id = Some(client.to_owned());
+        }
         let span = Span::current();
         span.record("session", &*self.id);
         if let Some(login) = &login {
@@ -800,7 +815,7 @@ impl Session {
         let Some(sub) = self.subs.remove(&id) else {
             // Artemis deletes a durable subscription by name with no live one.
             if let Some(key) = self.named_durable(frame)? {
-                self.shared.router.delete_durable(&key);
+                self.delete_durable(&key)?;
                 return Ok(());
             }
             return Err(SessionError::UnknownSubscription(id));
@@ -810,7 +825,17 @@ impl Session {
         // With the durable headers it subscribed with, UNSUBSCRIBE also deletes the
         // durable subscription; without them it only detaches (the backlog grows).
         if let Some(key) = self.durable_key(frame, &sub.destination, &id)? {
-            self.shared.router.delete_durable(&key);
+            self.delete_durable(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes this connection's owner's durable subscription `key`, which needs read
+    /// permission on its topic, as creating and consuming it do.
+    fn delete_durable(&self, key: &str) -> Result<(), SessionError> {
+        if let Some(destination) = self.shared.router.durable_destination(key) {
+            self.authorize_use(Permission::Read, &destination)?;
+            self.shared.router.delete_durable(key);
         }
         Ok(())
     }
