@@ -257,8 +257,8 @@ pub struct LimitsConfig {
     pub max_transactions: usize,
     /// Frames buffered in one open transaction.
     pub max_tx_frames: usize,
-    /// Bytes (headers and bodies) buffered in one open transaction: a client cannot
-    /// make the broker hold more than this per transaction before COMMIT.
+    /// Bytes (headers and bodies) buffered in a connection's open transactions, all
+    /// together: a client cannot make the broker hold more than this before COMMIT.
     pub max_tx_bytes: usize,
     /// A frame that has started arriving must be complete within this long, heart-beats
     /// or not: a half-sent frame does not hold its buffer forever.

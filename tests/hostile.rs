@@ -648,3 +648,123 @@ async fn wildcard_patterns_that_could_blow_up_a_publish_are_refused() {
     assert_eq!(bodies, ["a.b.c", "a.q.b.c", "x.1.y"]);
     c.expect_silence(Duration::from_millis(100)).await;
 }
+
+/// Issue 18, finding 5: with a 4 MiB watermark one connection held 60 transactional
+/// ~1 MiB SENDs (gauge 63 MB) while every other client's plain SEND was refused.
+/// Now a transactional SEND above the watermark waits and is refused like any other,
+/// and all of a connection's open transactions together hold at most
+/// `limits.max_tx_bytes`.
+#[tokio::test]
+async fn transactions_obey_the_memory_watermark_and_a_per_connection_share() {
+    let mut cfg = config();
+    cfg.memory.high_watermark_bytes = 4 << 20;
+    cfg.limits.max_body_bytes = 2 << 20;
+    cfg.limits.max_tx_bytes = 3 << 20;
+    cfg.queues.send_timeout_ms = 300;
+    let b = start_with(cfg).await;
+    let memory = b.handle.router().memory().clone();
+    let body = "t".repeat(1 << 20);
+    // One connection's transactions, all together, stop at max_tx_bytes.
+    let mut hoarder = connected(&b).await;
+    hoarder.send("BEGIN\ntransaction:a\n\n").await;
+    hoarder.send("BEGIN\ntransaction:b\n\n").await;
+    for i in 0..3 {
+        let tx = if i % 2 == 0 { "a" } else { "b" };
+        hoarder
+            .send(&format!(
+                "SEND\ndestination:/queue/tx\ntransaction:{tx}\nreceipt:h{i}\n\n{body}"
+            ))
+            .await;
+    }
+    let err = loop {
+        let f = hoarder.frame().await;
+        if f.command == Command::Error {
+            break f;
+        }
+    };
+    assert!(
+        error_message(&err)
+            .contains("holds too many bytes (limit 3145728 for all open transactions)"),
+        "{err:?}"
+    );
+    hoarder.expect_closed().await;
+    // Two connections' transactions, within their shares, raise the alarm; then a
+    // transactional SEND waits and is refused, holding nothing.
+    let mut holders = Vec::new();
+    for h in 0..2 {
+        let mut c = connected(&b).await;
+        c.send("BEGIN\ntransaction:t\n\n").await;
+        for i in 0..2 {
+            c.send(&format!(
+                "SEND\ndestination:/queue/tx\ntransaction:t\nreceipt:{h}{i}\n\n{body}"
+            ))
+            .await;
+            until_receipt(&mut c, &format!("{h}{i}")).await;
+        }
+        holders.push(c);
+    }
+    assert!(memory.is_high(), "gauge {}", memory.used());
+    let mut tx = connected(&b).await;
+    tx.send("BEGIN\ntransaction:t\n\n").await;
+    let before = memory.used();
+    tx.send(&format!(
+        "SEND\ndestination:/queue/tx\ntransaction:t\nreceipt:t1\n\n{body}"
+    ))
+    .await;
+    let err = tx.expect_error_and_close().await;
+    assert!(
+        error_message(&err).contains("memory is above its high watermark"),
+        "{err:?}"
+    );
+    assert!(
+        memory.used() <= before + 64 * 1024,
+        "{} > {before}",
+        memory.used()
+    );
+}
+
+/// Issue 18, finding 16: with `drop-oldest` the eviction happened before the memory
+/// wait; on timeout the SEND was refused and the evicted message was gone. Now
+/// nothing is dropped for a SEND until its wait is over: both messages stay.
+#[tokio::test]
+async fn drop_oldest_drops_nothing_for_a_send_the_memory_alarm_refuses() {
+    let mut cfg = config();
+    cfg.memory.high_watermark_bytes = 5000;
+    cfg.queues.max_depth = 2;
+    cfg.queues.overflow = stompbox::config::OverflowPolicy::DropOldest;
+    cfg.queues.send_timeout_ms = 200;
+    let b = start_with(cfg).await;
+    let memory = b.handle.router().memory().clone();
+    let mut p = connected(&b).await;
+    // Just under the watermark: two small messages in the drop-oldest queue, and
+    // 3.5 KB elsewhere.
+    let sends = [
+        ("/queue/dq", "a".repeat(500)),
+        ("/queue/dq", "b".repeat(500)),
+        ("/queue/other", "o".repeat(3500)),
+    ];
+    for (i, (queue, body)) in sends.iter().enumerate() {
+        p.send(&format!("SEND\ndestination:{queue}\nreceipt:{i}\n\n{body}"))
+            .await;
+        until_receipt(&mut p, &i.to_string()).await;
+    }
+    assert!(!memory.is_high(), "gauge {}", memory.used());
+    // A bigger one to the full queue raises the alarm: dropping `a` could not clear it.
+    p.send(&format!(
+        "SEND\ndestination:/queue/dq\nreceipt:c\n\n{}",
+        "c".repeat(2000)
+    ))
+    .await;
+    let err = p.expect_error_and_close().await;
+    assert!(
+        error_message(&err).contains("memory is above its high watermark"),
+        "{err:?}"
+    );
+    let mut c = connected(&b).await;
+    c.subscribe("0", "/queue/dq", "auto").await;
+    for want in &sends[..2] {
+        assert_eq!(c.expect(Command::Message).await.body, want.1.as_bytes());
+    }
+    c.expect_silence(Duration::from_millis(100)).await;
+    assert_eq!(Metrics::get(&b.handle.metrics().overflow_drops), 0);
+}

@@ -128,6 +128,19 @@ impl Reservation {
         !matches!(self, Reservation::Queue { permit: None, .. })
     }
 
+    /// Takes room in a full queue now by its drop-oldest policy, if it has one.
+    fn evict(&mut self) {
+        if let Reservation::Queue {
+            queue,
+            permit: permit @ None,
+            size,
+            ..
+        } = self
+        {
+            *permit = queue.try_reserve(*size, true);
+        }
+    }
+
     /// Waits (up to `queues.send_timeout_ms`) for room in a full queue.
     pub async fn fill(&mut self) -> Result<(), RouteError> {
         if let Reservation::Queue {
@@ -922,12 +935,15 @@ impl Router {
         message: Message,
         quota: Option<&Quota>,
     ) -> Result<Option<Wait>, RouteError> {
-        let reservation = self.reserve_with(&message.destination, message.size, quota, true)?;
         if self.inner.memory.is_high() {
+            // Nothing is dropped for a SEND that may yet be refused: the drop-oldest
+            // policy makes room only once the memory wait is over.
+            let mut reservation =
+                self.reserve_with(&message.destination, message.size, quota, false)?;
             let router = self.clone();
             return Ok(Some(Box::pin(async move {
                 router.memory_room().await?;
-                let mut reservation = reservation;
+                reservation.evict();
                 reservation.fill().await?;
                 match router.commit(reservation, message) {
                     Some(wait) => wait.await,
@@ -935,6 +951,7 @@ impl Router {
                 }
             })));
         }
+        let reservation = self.reserve_with(&message.destination, message.size, quota, true)?;
         Ok(self.commit(reservation, message))
     }
 

@@ -89,8 +89,8 @@ pub enum SessionError {
     /// Too many frames in one transaction.
     #[error("transaction {0:?} has too many frames (limit {1})")]
     TransactionTooLarge(String, usize),
-    /// Too many bytes in one transaction.
-    #[error("transaction {0:?} holds too many bytes (limit {1})")]
+    /// Too many bytes in the connection's open transactions.
+    #[error("transaction {0:?} holds too many bytes (limit {1} for all open transactions)")]
     TransactionTooManyBytes(String, usize),
     /// A COMMIT failed on one of its frames; nothing of the transaction was applied.
     #[error("transaction {tx:?} not committed: frame {index} ({command}): {source}")]

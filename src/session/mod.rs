@@ -125,6 +125,8 @@ pub enum Done {
     Sent,
     /// Every reservation of a COMMIT holds: apply it.
     Commit(Prepared),
+    /// The memory alarm cleared for a transactional SEND: hold it in its transaction.
+    Hold(String, Frame),
 }
 
 struct Sub {
@@ -251,6 +253,10 @@ impl Session {
         let flow = match done {
             Done::Sent => Flow::Continue,
             Done::Commit(prepared) => self.apply(prepared),
+            Done::Hold(tx, frame) => {
+                self.hold(tx, frame)?;
+                Flow::Continue
+            }
         };
         self.receipt(flow, receipt).await
     }
@@ -569,7 +575,20 @@ impl Session {
             // Checked now, so that a bad destination fails the SEND, not the COMMIT;
             // outside a transaction, routing checks it.
             self.shared.router.check_destination(&destination)?;
-            self.hold(tx.to_owned(), frame)?;
+            let tx = tx.to_owned();
+            // Held bytes are held memory: above the watermark a transactional SEND
+            // waits and is then refused like any other.
+            if self.shared.router.memory().is_high() {
+                let router = self.shared.router.clone();
+                return Ok(Flow::Wait(Waiting {
+                    until: Box::pin(async move {
+                        router.memory_room().await?;
+                        Ok(Done::Hold(tx, frame))
+                    }),
+                    receipt: None,
+                }));
+            }
+            self.hold(tx, frame)?;
             return Ok(Flow::Continue);
         }
         let router = &self.shared.router;
@@ -897,8 +916,12 @@ impl Session {
         Ok(())
     }
 
+    /// Holds a transactional SEND until COMMIT, within `limits.max_tx_frames` for the
+    /// transaction and `limits.max_tx_bytes` for all of the connection's open
+    /// transactions together (one client's share of the broker's memory).
     fn hold(&mut self, tx: String, frame: Frame) -> Result<(), SessionError> {
         let limits = &self.shared.config.limits;
+        let open: usize = self.txs.values().map(|t| t.charge.bytes()).sum();
         let held = self
             .txs
             .get_mut(&tx)
@@ -907,7 +930,7 @@ impl Session {
             return Err(SessionError::TransactionTooLarge(tx, limits.max_tx_frames));
         }
         let size = frame.size();
-        if held.charge.bytes() + size > limits.max_tx_bytes {
+        if open + size > limits.max_tx_bytes {
             return Err(SessionError::TransactionTooManyBytes(
                 tx,
                 limits.max_tx_bytes,
