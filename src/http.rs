@@ -405,19 +405,20 @@ async fn publish(
     peer: std::net::IpAddr,
 ) -> Response<Body> {
     // Failed logins count per address as for CONNECT (`auth.max_failed_logins`).
-    let now = std::time::Instant::now();
-    if !side.peers.login_allowed(peer, now) {
+    // Dropped on a failure path, the attempt counts as a failed login.
+    let Some(attempt) = side.peers.login_attempt(Some(peer)) else {
         return text(
             StatusCode::TOO_MANY_REQUESTS,
             "too many failed logins from your address: try again later".into(),
         );
-    }
+    };
     let Some(login) = authorized(&req, &side.verifier).await else {
         // A request without credentials is the usual first step of a Basic challenge;
         // only presented credentials that fail count.
         if req.headers().contains_key(header::AUTHORIZATION) {
-            side.peers.login_failed(peer, now);
             tracing::warn!("HTTP publish login failed");
+        } else {
+            attempt.release();
         }
         let mut resp = text(
             StatusCode::UNAUTHORIZED,
@@ -429,6 +430,7 @@ async fn publish(
         );
         return resp;
     };
+    attempt.release();
     let destination = req
         .uri()
         .query()

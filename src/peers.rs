@@ -22,8 +22,49 @@ pub struct Peers {
     max_failures: u32,
     window: Duration,
     connections: Mutex<HashMap<IpAddr, usize>>,
-    /// Address → (start of its window, failures in it).
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Per address: failures in the current window, and logins being checked now.
+    failures: Mutex<HashMap<IpAddr, Logins>>,
+}
+
+/// One address's failed logins in its window, and its checks in flight.
+#[derive(Debug)]
+struct Logins {
+    since: Instant,
+    failed: u32,
+    checking: u32,
+}
+
+/// A login attempt reserved against its address's failed-login limit before its
+/// (slow) check: dropped, it counts as a failure; [`Attempt::release`] gives it back
+/// uncounted. So parallel guesses cannot all pass the limit's check before any of
+/// them is counted, and an address has at most `auth.max_failed_logins` checks
+/// running at once.
+#[derive(Debug)]
+#[must_use]
+pub struct Attempt {
+    peers: Option<(Arc<Peers>, IpAddr)>,
+}
+
+impl Attempt {
+    /// An attempt that is counted nowhere (a client with no address).
+    pub fn untracked() -> Attempt {
+        Attempt { peers: None }
+    }
+
+    /// The login succeeded, or presented no credentials: not a failure.
+    pub fn release(mut self) {
+        if let Some((peers, ip)) = self.peers.take() {
+            peers.finish(ip, false);
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if let Some((peers, ip)) = self.peers.take() {
+            peers.finish(ip, true);
+        }
+    }
 }
 
 /// One connection counted against its address; dropping it gives the slot back.
@@ -74,31 +115,58 @@ impl Peers {
         })
     }
 
-    /// Whether `ip` may try to log in now: fewer than `auth.max_failed_logins`
-    /// failures in its current window.
-    pub fn login_allowed(&self, ip: IpAddr, now: Instant) -> bool {
-        let failures = self.failures.lock().expect("peers lock poisoned");
-        match failures.get(&ip) {
-            Some((since, n)) if now.duration_since(*since) < self.window => *n < self.max_failures,
-            _ => true,
-        }
-    }
-
-    /// Records a failed login from `ip`.
-    pub fn login_failed(&self, ip: IpAddr, now: Instant) {
+    /// Reserves a login attempt from `ip` (see [`Attempt`]), or refuses it while the
+    /// address's failures in its window plus its checks in flight reach
+    /// `auth.max_failed_logins`.
+    pub fn login_attempt(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<Attempt> {
+        let now = Instant::now();
+        let Some(ip) = ip else {
+            return Some(Attempt::untracked());
+        };
         let mut failures = self.failures.lock().expect("peers lock poisoned");
         if failures.len() >= MAX_TRACKED && !failures.contains_key(&ip) {
             let window = self.window;
-            failures.retain(|_, (since, _)| now.duration_since(*since) < window);
+            failures.retain(|_, l| l.checking > 0 || now.duration_since(l.since) < window);
             if failures.len() >= MAX_TRACKED {
-                return;
+                // Untracked, but still checked.
+                return Some(Attempt::untracked());
             }
         }
-        let entry = failures.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= self.window {
-            *entry = (now, 0);
+        let entry = failures.entry(ip).or_insert(Logins {
+            since: now,
+            failed: 0,
+            checking: 0,
+        });
+        if now.duration_since(entry.since) >= self.window {
+            entry.since = now;
+            entry.failed = 0;
         }
-        entry.1 += 1;
+        if entry.failed + entry.checking >= self.max_failures {
+            return None;
+        }
+        entry.checking += 1;
+        Some(Attempt {
+            peers: Some((self.clone(), ip)),
+        })
+    }
+
+    /// An attempt from `ip` ended, `failed` or not.
+    fn finish(&self, ip: IpAddr, failed: bool) {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().expect("peers lock poisoned");
+        let Some(entry) = failures.get_mut(&ip) else {
+            return;
+        };
+        entry.checking = entry.checking.saturating_sub(1);
+        if failed {
+            if now.duration_since(entry.since) >= self.window {
+                entry.since = now;
+                entry.failed = 0;
+            }
+            entry.failed += 1;
+        } else if entry.failed == 0 && entry.checking == 0 {
+            failures.remove(&ip);
+        }
     }
 
     /// Open connections counted for `ip` (for tests).
@@ -134,19 +202,41 @@ mod tests {
 
     #[test]
     fn failed_logins_lock_an_address_out_for_its_window() {
-        let peers = Peers::new(0, 3, Duration::from_secs(60));
-        let t0 = Instant::now();
+        let peers = Peers::new(0, 3, Duration::from_millis(300));
         for _ in 0..3 {
-            assert!(peers.login_allowed(A, t0));
-            peers.login_failed(A, t0);
+            drop(peers.login_attempt(Some(A)).expect("allowed"));
         }
-        assert!(!peers.login_allowed(A, t0 + Duration::from_secs(59)));
-        assert!(peers.login_allowed(B, t0), "other addresses carry on");
-        assert!(peers.login_allowed(A, t0 + Duration::from_secs(60)));
-        peers.login_failed(A, t0 + Duration::from_secs(61));
+        assert!(peers.login_attempt(Some(A)).is_none());
         assert!(
-            peers.login_allowed(A, t0 + Duration::from_secs(61)),
-            "a new window"
+            peers.login_attempt(Some(B)).is_some(),
+            "other addresses carry on"
+        );
+        std::thread::sleep(Duration::from_millis(320));
+        peers
+            .login_attempt(Some(A))
+            .expect("a new window")
+            .release();
+    }
+
+    /// Issue 18, finding 11: check, then the argon2 await, then count let 30 parallel
+    /// guesses with a limit of 3 all get a check. Attempts are reserved first.
+    #[test]
+    fn parallel_attempts_are_reserved_before_their_check() {
+        let peers = Peers::new(0, 3, Duration::from_secs(60));
+        let running: Vec<_> = (0..30)
+            .filter_map(|_| peers.login_attempt(Some(A)))
+            .collect();
+        assert_eq!(running.len(), 3);
+        // Successes give their reservation back; failures keep it for the window.
+        let mut running = running.into_iter();
+        running.next().unwrap().release();
+        let fourth = peers.login_attempt(Some(A)).expect("a slot was given back");
+        drop(running);
+        drop(fourth);
+        assert!(peers.login_attempt(Some(A)).is_none());
+        assert!(
+            peers.login_attempt(None).is_some(),
+            "no address: not tracked"
         );
     }
 }

@@ -448,3 +448,38 @@ fn a_port_in_use_is_one_line_naming_the_listener_and_its_flag() {
         );
     }
 }
+
+/// Issue 18, finding 11: the failed-login limit was check, then the argon2 await,
+/// then count: 30 parallel wrong guesses with `max_failed_logins = 3` all got a real
+/// check. Attempts are now reserved before their check: exactly 3 are checked.
+#[tokio::test]
+async fn parallel_wrong_guesses_get_only_max_failed_logins_checks() {
+    let mut cfg = config();
+    cfg.auth.allow_anonymous = false;
+    cfg.auth.max_failed_logins = 3;
+    // A real cost (argon2's defaults), so the checks overlap as they would in earnest.
+    cfg.auth.users = vec![User {
+        login: "alice".into(),
+        passcode_hash: Some(stompbox::auth::hash_password("secret")),
+        passcode: None,
+    }];
+    let b = start_with(cfg).await;
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        let mut c = Client::tcp(b.tcp()).await;
+        c.send("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:guess\n\n")
+            .await;
+        clients.push(c);
+    }
+    let mut checked = 0;
+    let mut refused = 0;
+    for mut c in clients {
+        let e = c.expect_error_and_close().await;
+        match e.headers.get("message") {
+            Some("authentication failed: bad login or passcode") => checked += 1,
+            Some(m) if m.starts_with("too many failed logins") => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((checked, refused), (3, 27));
+}

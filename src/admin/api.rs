@@ -81,15 +81,13 @@ fn unauthorized(message: &str) -> Response {
 async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let shared = &state.shared;
     let peer = req.extensions().get::<PeerIp>().map(|p| p.0);
-    let now = std::time::Instant::now();
-    if let Some(ip) = peer
-        && !shared.peers.login_allowed(ip, now)
-    {
+    // Dropped on a failure path, the attempt counts as a failed login.
+    let Some(attempt) = shared.peers.login_attempt(peer) else {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many failed logins from your address: try again later",
         );
-    }
+    };
     // A bearer token (`[auth.jwt]`) whose roles include one of `admin.roles`.
     if let Some(token) = bearer(req.headers()) {
         let admin = shared
@@ -98,11 +96,9 @@ async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Re
             .and_then(|v| v.verify(token).ok())
             .is_some_and(|id| shared.is_admin(None, &id.roles));
         if !admin {
-            if let Some(ip) = peer {
-                shared.peers.login_failed(ip, now);
-            }
             return unauthorized("token refused, or without an admin role");
         }
+        attempt.release();
         return guarded(req, next).await;
     }
     let basic = req
@@ -111,6 +107,8 @@ async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Re
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::basic_credentials);
     let Some((login, passcode)) = basic else {
+        // No credentials: the first step of a Basic challenge, not a failure.
+        attempt.release();
         return unauthorized("admin credentials required (HTTP Basic, or a bearer token)");
     };
     let known = shared.config.admin.users.contains(&login);
@@ -118,12 +116,10 @@ async fn admin_only(State(state): State<Shared>, req: Request, next: Next) -> Re
     // answer's timing does not tell which logins exist.
     let verified = shared.verifier.check(Some(&login), &passcode).await;
     if !(known && verified) {
-        if let Some(ip) = peer {
-            shared.peers.login_failed(ip, now);
-        }
         tracing::warn!(%login, ?peer, "admin login failed");
         return unauthorized("bad credentials, or not an admin");
     }
+    attempt.release();
     guarded(req, next).await
 }
 

@@ -425,8 +425,9 @@ impl Session {
     /// `login`, `auth.allow_anonymous` decides. With no users configured any login is
     /// accepted as a name only.
     ///
-    /// An address with `auth.max_failed_logins` failures in its window is refused
-    /// without a check. A failure is logged with the login (never the passcode); the
+    /// An address with `auth.max_failed_logins` failures in its window (checks in
+    /// flight counted as failures until they succeed) is refused without a check. A
+    /// failure is logged with the login (never the passcode); the
     /// connection's span carries the address.
     ///
     /// With `[auth.jwt]` keys, a `token` header or a passcode that is a JWT is checked
@@ -434,18 +435,19 @@ impl Session {
     async fn authenticate(&mut self, frame: &Frame) -> Result<(), SessionError> {
         let login = frame.headers.get("login");
         let passcode = frame.headers.get("passcode").unwrap_or("");
-        let now = std::time::Instant::now();
-        if let Some(ip) = self.peer
-            && !self.shared.peers.login_allowed(ip, now)
-        {
-            return Err(SessionError::TooManyFailedLogins);
-        }
+        // Dropped on a failure path, the attempt counts as a failed login.
+        let attempt = self
+            .shared
+            .peers
+            .login_attempt(self.peer)
+            .ok_or(SessionError::TooManyFailedLogins)?;
         // Mutual TLS: the certificate is the credential (a CONNECT may still name
         // the same login, as clients often must).
         if let Some(user) = &self.cert_user
             && login.is_none_or(|l| l == user)
         {
             self.login = Some(user.clone());
+            attempt.release();
             return Ok(());
         }
         let token = frame
@@ -456,11 +458,11 @@ impl Session {
             match jwt.verify(token) {
                 Ok(identity) => {
                     self.accept_token(identity);
+                    attempt.release();
                     return Ok(());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "token login failed");
-                    self.login_failed(now);
                     return Err(SessionError::Token(e.to_string()));
                 }
             }
@@ -468,18 +470,11 @@ impl Session {
         if self.shared.verifier.check(login, passcode).await {
             self.login = login.map(str::to_owned);
             self.by_passcode = login.is_some();
+            attempt.release();
             return Ok(());
         }
         tracing::warn!(login = login.unwrap_or(""), "login failed");
-        self.login_failed(now);
         Err(SessionError::AuthFailed)
-    }
-
-    /// Counts a failed login against the client's address.
-    fn login_failed(&self, now: std::time::Instant) {
-        if let Some(ip) = self.peer {
-            self.shared.peers.login_failed(ip, now);
-        }
     }
 
     /// Takes a verified token's user, roles and expiry (plus `auth.jwt.expiry_grace_ms`).
