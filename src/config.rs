@@ -104,6 +104,9 @@ pub struct Admin {
     pub max_destination_labels: usize,
     /// Bytes of each body logged when a connection's frames are traced.
     pub trace_body_bytes: usize,
+    /// HTTP connections open at once on the admin listener: its own pool, so clients
+    /// of the public listeners cannot keep `/healthz` or the API from answering.
+    pub max_connections: usize,
 }
 
 impl Default for Admin {
@@ -118,6 +121,7 @@ impl Default for Admin {
             stats_max_rows: 500,
             max_destination_labels: 100,
             trace_body_bytes: 256,
+            max_connections: 64,
         }
     }
 }
@@ -647,10 +651,20 @@ pub struct Http {
     /// need no separate web server; `/` is `index.html`. Empty (the default) serves
     /// nothing: a broker should not expose files until someone chooses which.
     pub static_dir: PathBuf,
-    /// Plain HTTP requests (publish, static files) served at once. HTTP has its own
-    /// pool, apart from `limits.max_connections`: stalled HTTP requests never lock
-    /// STOMP clients out, nor the reverse.
-    pub max_requests: usize,
+    /// HTTP connections (not yet upgraded to WebSocket) open at once on the WebSocket
+    /// listeners. HTTP has its own pool, apart from `limits.max_connections`: stalled
+    /// HTTP requests never lock STOMP clients out, nor the reverse; the admin listener
+    /// has a pool of its own (`admin.max_connections`). Called `max_requests` before,
+    /// which still loads.
+    #[serde(alias = "max_requests")]
+    pub max_connections: usize,
+    /// HTTP connections from one source address at once (0: no limit), so a few
+    /// clients cannot take the whole pool.
+    pub max_connections_per_address: usize,
+    /// How long an HTTP connection may stay open without upgrading, however it keeps
+    /// itself alive (a trickle of bytes included); then it finishes the request in
+    /// flight and closes. A WebSocket upgrade ends the HTTP phase.
+    pub max_connection_ms: u64,
     /// Time to receive a whole request body; a connection that moves no byte for
     /// twice this (a response nobody reads, an idle keep-alive) is closed.
     pub body_timeout_ms: u64,
@@ -661,7 +675,9 @@ impl Default for Http {
         Http {
             publish: false,
             static_dir: PathBuf::new(),
-            max_requests: 256,
+            max_connections: 256,
+            max_connections_per_address: 32,
+            max_connection_ms: 60_000,
             body_timeout_ms: 10_000,
         }
     }
@@ -775,7 +791,7 @@ impl Config {
 
     /// Checks ranges that the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 37] = [
+        let positive: [(&'static str, u64); 39] = [
             ("admin.stats_interval_ms", self.admin.stats_interval_ms),
             ("admin.stats_max_rows", self.admin.stats_max_rows as u64),
             (
@@ -820,7 +836,9 @@ impl Config {
             ),
             ("queues.max_bytes", self.queues.max_bytes as u64),
             ("queues.max_prefetch", self.queues.max_prefetch as u64),
-            ("http.max_requests", self.http.max_requests as u64),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.max_connection_ms", self.http.max_connection_ms),
+            ("admin.max_connections", self.admin.max_connections as u64),
             ("http.body_timeout_ms", self.http.body_timeout_ms),
             (
                 "memory.high_watermark_bytes",
@@ -1038,6 +1056,13 @@ mod tests {
                 _ => out.push(path),
             }
         }
+    }
+
+    /// `http.max_requests` was renamed to what it limits; old files still load.
+    #[test]
+    fn http_max_requests_still_loads_as_max_connections() {
+        let c = Config::from_toml("[http]\nmax_requests = 7\n").unwrap();
+        assert_eq!(c.http.max_connections, 7);
     }
 
     #[test]

@@ -14,7 +14,11 @@
 //! Request headers must arrive within `limits.handshake_timeout_ms`, a publish body
 //! within `http.body_timeout_ms`, and a connection that moves no byte either way for
 //! twice that (a response nobody reads, an idle keep-alive) is closed.
-//! HTTP connections have their own pool (`http.max_requests`): a WebSocket upgrade
+//! An HTTP connection that has not upgraded closes after `http.max_connection_ms`,
+//! whatever bytes it trickles, and one address has at most
+//! `http.max_connections_per_address` of them.
+//! HTTP connections have their own pool (`http.max_connections`; the admin listener
+//! one of its own, `admin.max_connections`): a WebSocket upgrade
 //! takes a STOMP connection permit (`limits.max_connections`) and is refused with 503
 //! when there is none, so stalled HTTP clients and STOMP clients never starve each
 //! other. A browser keeps
@@ -78,6 +82,10 @@ pub(crate) struct HttpSide {
     pub stomp_permits: Arc<Semaphore>,
     /// `http.body_timeout_ms`.
     pub body_timeout: Duration,
+    /// `http.max_connection_ms`: the longest an HTTP connection stays open un-upgraded.
+    pub max_connection: Duration,
+    /// HTTP connections per source address (`http.max_connections_per_address`).
+    pub http_peers: Arc<crate::peers::Peers>,
     /// On the admin listener: the admin routes, for every path but the WebSocket's.
     pub admin: Option<axum::Router>,
 }
@@ -147,11 +155,23 @@ where
                 last = now;
             }
         };
+        // However it keeps itself alive (bytes trickled every so often included),
+        // an HTTP connection that has not upgraded ends after `http.max_connection_ms`:
+        // the request in flight is finished first.
+        let lifetime = tokio::time::sleep(side.max_connection);
         tokio::select! {
             r = conn.as_mut() => r,
             _ = stalled => {
                 tracing::debug!("HTTP connection idle or its response unread: closed");
                 return None;
+            }
+            _ = lifetime => {
+                tracing::debug!("HTTP connection open for http.max_connection_ms: closing");
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = tokio::time::sleep(side.body_timeout) => return None,
+                }
             }
             _ = side.shutdown.cancelled() => {
                 // Finishes a request in flight, then closes; an idle keep-alive

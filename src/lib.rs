@@ -279,7 +279,7 @@ impl Broker {
         let verifier = Arc::new(auth::Verifier::new(&config.auth));
         tracing::info!("authentication: {}", verifier.describe());
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
-        let http_permits = Arc::new(Semaphore::new(config.http.max_requests));
+        let http_permits = Arc::new(Semaphore::new(config.http.max_connections));
         let peers = peers::Peers::new(
             config.limits.max_connections_per_address,
             config.auth.max_failed_logins,
@@ -288,6 +288,13 @@ impl Broker {
         let http = Arc::new(http::HttpSide {
             stomp_permits: permits.clone(),
             body_timeout: Duration::from_millis(config.http.body_timeout_ms),
+            max_connection: Duration::from_millis(config.http.max_connection_ms),
+            // Failed logins are counted in `peers`; this one counts connections only.
+            http_peers: peers::Peers::new(
+                config.http.max_connections_per_address,
+                0,
+                Duration::ZERO,
+            ),
             ws: ws_settings,
             router: router.clone(),
             publish: config.http.publish,
@@ -347,6 +354,8 @@ impl Broker {
             let side = Arc::new(http::HttpSide {
                 stomp_permits: permits.clone(),
                 body_timeout: http.body_timeout,
+                max_connection: http.max_connection,
+                http_peers: http.http_peers.clone(),
                 ws: Arc::new(ws),
                 router: router.clone(),
                 publish: false,
@@ -359,11 +368,13 @@ impl Broker {
                 admin: Some(admin::app(state.clone())),
             });
             tracker.spawn(admin::run_stats(state, shutdown.clone()));
+            // Its own pool: the public listeners' clients cannot starve it.
+            let admin_permits = Arc::new(Semaphore::new(shared.config.admin.max_connections));
             tracker.spawn(listener::accept_loop(
                 l,
                 Kind::Ws,
                 shared.clone(),
-                http_permits.clone(),
+                admin_permits,
                 tracker.clone(),
                 Some(side),
                 None,

@@ -2,7 +2,8 @@
 //!
 //! A connection permit is taken right after `accept` and before anything is spawned
 //! — on the TCP listener a STOMP one (`limits.max_connections`), on the WebSocket
-//! listener an HTTP one (`http.max_requests`), traded for a STOMP one by the upgrade: at the limit, each listener
+//! listener an HTTP one (`http.max_connections`; the admin listener has a pool of its
+//! own, `admin.max_connections`), traded for a STOMP one by the upgrade: at the limit, each listener
 //! holds just the one socket it accepted and every further client waits in the kernel
 //! backlog. (Taking the permit *before* `accept`, as single-listener servers do, would
 //! let an idle listener sit on the last permit while the other starves.) The WebSocket upgrade runs inside the connection's own task under
@@ -52,6 +53,18 @@ pub(crate) async fn accept_loop(
             _ = shared.shutdown.cancelled() => return,
         };
         backoff = Duration::from_millis(10);
+        // An address at `http.max_connections_per_address` takes no slot of the pool:
+        // its new connection is closed at once. Given back when the HTTP phase ends.
+        let http_slot = match &http {
+            Some(h) if h.admin.is_none() => match h.http_peers.connect(peer.ip()) {
+                Ok(slot) => Some(slot),
+                Err(max) => {
+                    tracing::debug!(%peer, max, "too many HTTP connections from this address");
+                    continue;
+                }
+            },
+            _ => None,
+        };
         // At the limit, this one accepted socket waits here for a slot; the clients
         // behind it wait in the kernel backlog.
         let permit = tokio::select! {
@@ -113,6 +126,7 @@ pub(crate) async fn accept_loop(
                         };
                         // The HTTP permit goes; an upgrade holds a STOMP permit instead.
                         drop(permit);
+                        drop(http_slot);
                         if let Some((source, sink, cap, _stomp)) = served {
                             session::serve(source, sink, cap, shared, accepted).await;
                         }

@@ -537,13 +537,13 @@ async fn stalled_http_requests_neither_lock_out_stomp_nor_last_forever() {
     assert_eq!(b.handle.router().queue_depth("/queue/h"), None);
 }
 
-/// `http.max_requests`: HTTP connections beyond it wait for a slot (in the accept
+/// `http.max_connections`: HTTP connections beyond it wait for a slot (in the accept
 /// backlog) until one ends; STOMP is not affected.
 #[tokio::test]
-async fn http_connections_are_bounded_by_max_requests() {
+async fn http_connections_are_bounded_by_max_connections() {
     let mut cfg = config();
     cfg.http.publish = true;
-    cfg.http.max_requests = 2;
+    cfg.http.max_connections = 2;
     cfg.http.body_timeout_ms = 400;
     let b = start_with(cfg).await;
     let mut stalled = Vec::new();
@@ -767,4 +767,111 @@ async fn drop_oldest_drops_nothing_for_a_send_the_memory_alarm_refuses() {
     }
     c.expect_silence(Duration::from_millis(100)).await;
     assert_eq!(Metrics::get(&b.handle.metrics().overflow_drops), 0);
+}
+
+/// A keep-alive HTTP client that got one answer and now sends a byte every 200 ms
+/// (never a whole request): the trickle of issue 18, finding 4.
+async fn trickler(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 404"));
+    tokio::spawn(async move {
+        for b in b"GET /x HTTP/1.1\r\nX-Slow: ".iter().cycle().take(300) {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// Issue 18, finding 4: one `http.max_requests` pool served the public WebSocket
+/// listeners and the admin listener, and a keep-alive connection held its permit
+/// while it trickled bytes: 4 such clients made `/healthz` and new WebSocket
+/// handshakes go unanswered. Now the admin listener has its own pool, an HTTP
+/// connection that has not upgraded closes after `http.max_connection_ms` whatever it
+/// trickles, and one address holds at most `http.max_connections_per_address`.
+#[tokio::test]
+async fn trickling_http_clients_cannot_starve_websocket_or_the_admin_listener() {
+    let mut cfg = config();
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.http.max_connections = 4;
+    cfg.http.max_connections_per_address = 0;
+    cfg.http.body_timeout_ms = 1000;
+    cfg.http.max_connection_ms = 1500;
+    cfg.limits.handshake_timeout_ms = 60_000;
+    let b = start_with(cfg).await;
+    let mut trickling = Vec::new();
+    for _ in 0..4 {
+        trickling.push(trickler(b.handle.ws_addr).await);
+    }
+    // The admin listener answers at once: its pool is its own.
+    let admin = b.handle.admin_addr.unwrap();
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(2),
+        http_request(admin, "GET /healthz HTTP/1.1", b""),
+    )
+    .await
+    .expect("/healthz answered while the public pool is full");
+    assert_eq!(status, 200);
+    // A WebSocket handshake gets in once the tricklers' time is up.
+    let (mut ws, _) = tokio::time::timeout(WAIT, Client::ws(&b.ws_url(), &["v12.stomp"]))
+        .await
+        .expect("a WebSocket handshake is answered");
+    ws.connect().await;
+    for t in trickling {
+        tokio::time::timeout(WAIT, t)
+            .await
+            .expect("the broker closed the trickler")
+            .unwrap();
+    }
+}
+
+/// Issue 18, finding 4: `max_connections_per_address` did not count HTTP
+/// connections. `http.max_connections_per_address` does: a further one from the same
+/// address is closed at once, and others still get in.
+#[tokio::test]
+async fn http_connections_per_address_are_capped() {
+    let mut cfg = config();
+    cfg.http.max_connections_per_address = 2;
+    let b = start_with(cfg).await;
+    let _held: Vec<TcpStream> = {
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            v.push(TcpStream::connect(b.handle.ws_addr).await.unwrap());
+        }
+        v
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(b.handle.ws_addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(WAIT, third.read_to_end(&mut out))
+        .await
+        .expect("closed at once");
+    assert!(
+        read.is_err() || out.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    // From another address (127.0.0.2 is loopback too) it still works.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(b.handle.ws_addr).await.unwrap();
+    other
+        .write_all(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, other.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 404"));
 }
