@@ -21,11 +21,14 @@ ulimit -n "$(ulimit -Hn)"
 
 cleanup() { kill "${old_pid:-}" "${new_pid:-}" 2>/dev/null || true; }
 trap cleanup EXIT
-# Both in memory (two brokers cannot share the default data directory); the admin
-# listener stays at its default (on) for the new build when it has one.
-"$old" --tcp 127.0.0.1:61711 --ws 127.0.0.1:15711 --data-dir "" 2>/dev/null &
+# Both in memory (two brokers cannot share the default data directory), each with its
+# admin listener on (the default) on a port of its own (OLD_ADMIN="" for a build from
+# before the admin listener, which has no --admin).
+old_admin=${OLD_ADMIN---admin 127.0.0.1:15781}
+# shellcheck disable=SC2086 # one flag and its value, or nothing
+"$old" --tcp 127.0.0.1:61711 --ws 127.0.0.1:15711 --data-dir "" $old_admin 2>/dev/null &
 old_pid=$!
-target/release/stompbox --tcp 127.0.0.1:61712 --ws 127.0.0.1:15712 --data-dir "" 2>/dev/null &
+target/release/stompbox --tcp 127.0.0.1:61712 --ws 127.0.0.1:15712 --data-dir "" --admin 127.0.0.1:15782 2>/dev/null &
 new_pid=$!
 sleep 1
 

@@ -137,3 +137,51 @@ async fn http_publish_uses_the_same_acls() {
     assert!(resp.starts_with("HTTP/1.1 204"), "{resp}");
     b.handle.shutdown().await;
 }
+
+/// Issue 18, finding 15: a producer granted `write` but not `create` got
+/// `permission denied: create` once its queue had sat idle past
+/// `queues.idle_delete_ms` and been deleted. Queues named exactly by an ACL rule, or
+/// matched by a `[[queues.policies]]` entry, are no longer deleted as idle; other
+/// idle queues still are.
+#[tokio::test]
+async fn idle_deletion_keeps_queues_that_acls_or_policies_name() {
+    let mut cfg = with_acls();
+    cfg.queues.idle_delete_ms = 200;
+    cfg.queues.policies = vec![stompbox::config::QueuePolicy {
+        pattern: "orders.kept.*".into(),
+        message_ttl_ms: None,
+        persistent_by_default: None,
+    }];
+    let b = start_with(cfg).await;
+    // Bob creates the shared queue and drains it; alice creates two order queues.
+    let mut bob = login(&b, "bob").await;
+    bob.subscribe("s", "/queue/shared", "auto").await;
+    let mut alice = login(&b, "alice").await;
+    alice.publish("/queue/orders.kept.eu", "k").await;
+    alice.publish("/queue/orders.tmp", "t").await;
+    alice.subscribe("k", "/queue/orders.kept.eu", "auto").await;
+    alice.subscribe("t", "/queue/orders.tmp", "auto").await;
+    alice.expect(Command::Message).await;
+    alice.expect(Command::Message).await;
+    drop((alice, bob));
+    // The unnamed one goes once idle: proof the sweep ran past the others.
+    let router = b.handle.router();
+    let deadline = std::time::Instant::now() + WAIT;
+    while router.queue_depth("/queue/orders.tmp").is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle queue never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(router.queue_depth("/queue/shared"), Some(0));
+    assert_eq!(router.queue_depth("/queue/orders.kept.eu"), Some(0));
+    // Alice writes to the shared queue without `create`.
+    let mut alice = login(&b, "alice").await;
+    alice
+        .send("SEND\ndestination:/queue/shared\nreceipt:w\n\nstill here")
+        .await;
+    alice.until_receipt("w").await;
+    assert_eq!(router.queue_depth("/queue/shared"), Some(1));
+}

@@ -234,7 +234,9 @@ async fn a_transaction_is_bounded_in_bytes() {
     .await;
     let err = c.expect_error_and_close().await;
     assert!(
-        error_message(&err).contains("transaction \"t\" holds too many bytes (limit 1048576)"),
+        error_message(&err).contains(
+            "transaction \"t\" holds too many bytes (limit 1048576 for all open transactions)"
+        ),
         "{err:?}"
     );
     assert_eq!(

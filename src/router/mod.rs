@@ -212,6 +212,9 @@ pub struct RouterConfig {
     pub policies: Vec<Policy>,
     /// `admin.max_destination_labels`.
     pub max_destination_labels: usize,
+    /// Queues an ACL rule names exactly: never deleted as idle, since a producer
+    /// granted `write` but not `create` could not bring one back.
+    pub named_by_acls: std::collections::HashSet<String>,
 }
 
 /// One `[[queues.policies]]` entry.
@@ -237,7 +240,19 @@ impl RouterConfig {
     /// From the `[queues]`, `[topics]` and `[limits]` tables.
     pub fn new(config: &Config) -> Self {
         let queues = &config.queues;
+        let named_by_acls = config
+            .auth
+            .acls
+            .iter()
+            .flat_map(|r| r.read.iter().chain(&r.write).chain(&r.create))
+            .filter(|p| {
+                p.strip_prefix("/queue/")
+                    .is_some_and(|name| Pattern::parse(name).is_none())
+            })
+            .cloned()
+            .collect();
         RouterConfig {
+            named_by_acls,
             max_depth: queues.max_depth,
             max_bytes: queues.max_bytes,
             overflow: queues.overflow,
@@ -1378,7 +1393,8 @@ impl Router {
     /// Deletes every queue that has been unused for `queues.idle_delete_ms`: empty, no
     /// consumer, and referenced by nothing but the map (so no producer holds a
     /// reservation and no delivery is in flight). Temp queues are left to their
-    /// connection. Candidates are found under the read lock; the write lock is taken
+    /// connection, and queues matched by `[[queues.policies]]` or named exactly by an
+    /// ACL rule stay (a write-only producer could not re-create them). Candidates are found under the read lock; the write lock is taken
     /// only to delete, and the reference count is checked again under it, where no new
     /// reference can be made. Returns how many were deleted.
     pub fn sweep_idle(&self) -> usize {
@@ -1387,7 +1403,13 @@ impl Router {
             return 0;
         }
         let now = std::time::Instant::now();
-        let unused = |q: &Arc<Queue>| q.owner.is_none() && Arc::strong_count(q) == 1;
+        // Queues named by a policy or an ACL rule are configured, not litter.
+        let unused = |q: &Arc<Queue>| {
+            q.owner.is_none()
+                && Arc::strong_count(q) == 1
+                && !self.inner.config.named_by_acls.contains(&q.name)
+                && self.policy(&q.name).is_none()
+        };
         let candidates: Vec<String> = self
             .inner
             .queues
