@@ -49,7 +49,7 @@ use crate::StartError;
 use crate::acl::{Acl, Permission};
 use crate::auth::Verifier;
 use crate::frame::{Headers, Version};
-use crate::router::{RouteError, Router};
+use crate::router::{Quota, RouteError, Router};
 use crate::transport::ws::{self, WsSettings};
 use crate::transport::{Counted, Sink, Source};
 
@@ -126,10 +126,14 @@ where
     let (tx, rx) = oneshot::channel::<Upgrade>();
     let tx = Arc::new(Mutex::new(Some(tx)));
     let service_side = side.clone();
+    // Queues this connection's publishes create count against a quota of its own, as
+    // a STOMP connection's do.
+    let quota = Arc::new(side.router.connection_quota());
     let service = service_fn(move |req| {
         let side = service_side.clone();
         let tx = tx.clone();
-        async move { Ok::<_, hyper::Error>(handle(req, &side, &tx, peer).await) }
+        let quota = quota.clone();
+        async move { Ok::<_, hyper::Error>(handle(req, &side, &tx, peer, &quota).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -218,6 +222,7 @@ async fn handle(
     side: &HttpSide,
     tx: &Mutex<Option<oneshot::Sender<Upgrade>>>,
     peer: std::net::IpAddr,
+    quota: &Quota,
 ) -> Response<Body> {
     let path = req.uri().path();
     if path == side.ws.path {
@@ -240,7 +245,7 @@ async fn handle(
         if req.method() != Method::POST {
             return text(StatusCode::METHOD_NOT_ALLOWED, "use POST".into());
         }
-        return publish(req, side, peer).await;
+        return publish(req, side, peer, quota).await;
     }
     match &side.static_dir {
         Some(dir) if path != "/api/publish" => static_file(req, dir, &side.ws.path).await,
@@ -423,6 +428,7 @@ async fn publish(
     req: Request<Incoming>,
     side: &HttpSide,
     peer: std::net::IpAddr,
+    quota: &Quota,
 ) -> Response<Body> {
     // Failed logins count per address as for CONNECT (`auth.max_failed_logins`).
     // Dropped on a failure path, the attempt counts as a failed login.
@@ -477,13 +483,19 @@ async fn publish(
             format!("permission denied: {p} on {destination}"),
         );
     }
+    // Content-Type, and the STOMP headers that decide how a message is kept: the same
+    // names as on a SEND (HTTP header names are case-insensitive).
     let mut headers = Headers::new();
-    if let Some(ct) = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        headers.push("content-type", ct);
+    for (http_name, stomp_name) in [
+        (header::CONTENT_TYPE.as_str(), "content-type"),
+        ("persistent", "persistent"),
+        ("expires", "expires"),
+        ("expiration", "expiration"),
+        ("delay", "delay"),
+    ] {
+        if let Some(v) = req.headers().get(http_name).and_then(|v| v.to_str().ok()) {
+            headers.push(stomp_name, v);
+        }
     }
     let collect = Limited::new(req.into_body(), side.max_body_bytes).collect();
     let body = match tokio::time::timeout(side.body_timeout, collect).await {
@@ -516,9 +528,14 @@ async fn publish(
             "temp queues need their routable name".into(),
         );
     }
-    let message = side.router.message(destination, headers, body);
+    // The one publish path (see `router::publish`): persistence, TTL and policies,
+    // expiry and delay headers, the connection's queue quota.
+    let message = match side.router.client_message(destination, headers, body) {
+        Ok(m) => m,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
     let id = message.id.clone();
-    match side.router.send(message).await {
+    match side.router.publish(message, Some(quota)).await {
         Ok(()) => {
             let mut resp = empty(StatusCode::NO_CONTENT);
             resp.headers_mut().insert(
@@ -533,6 +550,7 @@ async fn publish(
         Err(e @ RouteError::TooLargeForQueue(..)) => {
             text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
         }
+        Err(e @ RouteError::Store(_)) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

@@ -450,3 +450,106 @@ async fn nobody_publishes_on_system_topics_over_http() {
         .expect_silence(std::time::Duration::from_millis(200))
         .await;
 }
+
+/// One request on an open keep-alive connection; returns the status line.
+async fn post_on(s: &mut TcpStream, destination: &str, extra: &str, body: &str) -> String {
+    s.write_all(
+        format!(
+            "POST /api/publish?destination={destination} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    // 204s have no body; errors a short one: the whole answer comes in one read.
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.lines().next().unwrap().to_owned()
+}
+
+/// Issue 18, finding 8: with `queues.persistent_by_default = true` a STOMP SEND
+/// survived a restart but `POST /api/publish` (answered 204) did not. HTTP publish
+/// now takes the one publish path: answered once the message is on disk.
+#[tokio::test]
+async fn http_publish_is_persistent_as_a_send_is() {
+    let dir = std::env::temp_dir().join(format!("stompbox-http-persist-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = with_publish();
+    cfg.store.data_dir = dir.to_string_lossy().into_owned();
+    cfg.queues.persistent_by_default = true;
+    let b = start_with(cfg.clone()).await;
+    let (status, resp) = http_request(
+        b.handle.ws_addr,
+        "POST /api/publish?destination=/queue/kept HTTP/1.1",
+        b"over http",
+    )
+    .await;
+    assert_eq!(status, 204, "{resp}");
+    b.handle.shutdown().await;
+    let b = start_with(cfg).await;
+    let mut c = connected(&b).await;
+    c.subscribe("0", "/queue/kept", "auto").await;
+    assert_eq!(&c.expect(Command::Message).await.body[..], b"over http");
+    b.handle.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 18, finding 20: HTTP publish skipped `queues.message_ttl_ms` and policies,
+/// expiry and delay headers, and the per-connection queue quota. Now: a TTL expires
+/// it, its `expires` header too, `delay` holds it, and one keep-alive connection
+/// creates at most `limits.max_queues_per_connection` queues.
+#[tokio::test]
+async fn http_publish_takes_ttl_expiry_delay_and_the_queue_quota() {
+    let mut cfg = with_publish();
+    cfg.queues.message_ttl_ms = 60_000;
+    cfg.queues.policies = vec![stompbox::config::QueuePolicy {
+        pattern: "short".into(),
+        message_ttl_ms: Some(100),
+        persistent_by_default: None,
+    }];
+    cfg.limits.max_queues_per_connection = 3;
+    let b = start_with(cfg).await;
+    let mut s = TcpStream::connect(b.handle.ws_addr).await.unwrap();
+    assert_eq!(
+        post_on(&mut s, "/queue/short", "", "ttl").await,
+        "HTTP/1.1 204 No Content"
+    );
+    assert_eq!(
+        post_on(&mut s, "/queue/hdr", "Expires: 1\r\n", "old").await,
+        "HTTP/1.1 204 No Content"
+    );
+    assert_eq!(
+        post_on(&mut s, "/queue/later", "Delay: 400\r\n", "later").await,
+        "HTTP/1.1 204 No Content"
+    );
+    let refused = post_on(&mut s, "/queue/fourth", "", "x").await;
+    assert!(refused.starts_with("HTTP/1.1 4"), "{refused}");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut c = connected(&b).await;
+    c.subscribe("s", "/queue/short", "auto").await;
+    c.subscribe("h", "/queue/hdr", "auto").await;
+    c.subscribe("l", "/queue/later", "auto").await;
+    // The two expired ones never arrive; the delayed one does, later.
+    let m = c.expect(Command::Message).await;
+    assert_eq!(&m.body[..], b"later");
+    c.subscribe("d1", "/queue/DLQ.short", "auto").await;
+    c.subscribe("d2", "/queue/DLQ.hdr", "auto").await;
+    let mut dead: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        let m = c.expect(Command::Message).await;
+        assert_eq!(m.headers.get("dead-letter-reason"), Some("expired"));
+        dead.push(String::from_utf8_lossy(&m.body).into_owned());
+    }
+    dead.sort();
+    assert_eq!(dead, ["old", "ttl"]);
+}

@@ -342,39 +342,18 @@ async fn publish(
     }
     let mut headers = Headers::new();
     for (k, v) in &req.headers {
-        if !crate::session::is_reserved(k) {
-            headers.push(k.as_str(), v.as_str());
-        }
+        headers.push(k.as_str(), v.as_str());
     }
-    let persistent = router.persists(&destination, headers.get("persistent"));
-    let message = router.message(destination.clone(), headers, Bytes::from(req.body));
-    let result = if persistent {
-        publish_persistent(router, message).await
-    } else {
-        router.send(message).await.map_err(|e| e.to_string())
+    // The one publish path (see `router::publish`): reserved headers dropped,
+    // persistence, TTL and policies, expiry and delay. An administrator creates
+    // queues outside any connection's quota.
+    let message = match router.client_message(destination.clone(), headers, Bytes::from(req.body)) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    match result {
+    match router.publish(message, None).await {
         Ok(()) => Json(json!({ "destination": destination })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
-}
-
-async fn publish_persistent(
-    router: &crate::router::Router,
-    message: crate::router::Message,
-) -> Result<(), String> {
-    let mut reservation = router
-        .reserve_evicting(&message.destination, message.size, None)
-        .map_err(|e| e.to_string())?;
-    reservation.fill().await.map_err(|e| e.to_string())?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    router.persist(vec![(reservation, message.persistent())], move |r| {
-        let _ = tx.send(r);
-    });
-    match rx.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("the store stopped".into()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

@@ -18,17 +18,20 @@ mod durable;
 mod lifecycle;
 mod message;
 mod pattern;
+mod publish;
 mod queue;
 mod schedule;
 mod stats;
 mod sublist;
 mod subscription;
+mod timing;
 mod topic;
 
 pub use delivery::{AckRef, Link, LinkGuard};
 pub use lifecycle::Quota;
 pub use message::Message;
 pub use pattern::Pattern;
+pub use publish::is_reserved;
 pub use queue::{Permit, Queue};
 pub use schedule::now_ms;
 pub use stats::{DestStats, OTHER, StatsIndex};
@@ -87,6 +90,17 @@ pub enum RouteError {
     /// The wildcard index holds `limits.max_wildcard_words` words already.
     #[error("too many wildcard subscription words in the broker (limit {0})")]
     WildcardIndexFull(usize),
+    /// An expiry or delay header that is not a time.
+    #[error("invalid {header} header {value:?}: expected milliseconds as a non-negative integer")]
+    BadHeader {
+        /// The header.
+        header: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A persistent message could not be written to the store: it was not accepted.
+    #[error("persistent message not stored: {0}")]
+    Store(String),
     /// `limits.max_durable_subscriptions` exist already.
     #[error("too many durable subscriptions (limit {0})")]
     TooManyDurables(usize),
@@ -129,7 +143,7 @@ impl Reservation {
     }
 
     /// Takes room in a full queue now by its drop-oldest policy, if it has one.
-    fn evict(&mut self) {
+    pub fn evict(&mut self) {
         if let Reservation::Queue {
             queue,
             permit: permit @ None,
@@ -1043,7 +1057,7 @@ impl Router {
                 tracing::debug!(destination = %message.destination, "no such temp queue; message discarded");
                 None
             }
-            Reservation::Topic => self.publish(Arc::new(message), Publisher::Client),
+            Reservation::Topic => self.fan_out(Arc::new(message), Publisher::Client),
             Reservation::Queue {
                 queue,
                 permit: Some(permit),
@@ -1067,7 +1081,7 @@ impl Router {
 
     /// Fans a topic message out to every matching subscriber (see [`Publisher`] for
     /// what happens to those with a full outbox).
-    fn publish(&self, message: Arc<Message>, from: Publisher) -> Option<Wait> {
+    fn fan_out(&self, message: Arc<Message>, from: Publisher) -> Option<Wait> {
         let inner = &self.inner;
         let topic = inner
             .topics
@@ -1604,7 +1618,7 @@ impl Router {
     ) {
         debug_assert!(destination.starts_with(SYSTEM) && from != Publisher::Client);
         let message = self.message(destination.to_owned(), headers, body);
-        let wait = self.publish(Arc::new(message), from);
+        let wait = self.fan_out(Arc::new(message), from);
         debug_assert!(wait.is_none());
     }
 

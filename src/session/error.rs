@@ -121,14 +121,6 @@ pub enum SessionError {
     /// A durable subscription name without CONNECT's `client-id`.
     #[error("a durable subscription name needs a client-id header on CONNECT")]
     DurableNeedsClientId,
-    /// An expiry or delay header that is not a time.
-    #[error("invalid {header} header {value:?}: expected milliseconds as a non-negative integer")]
-    BadHeader {
-        /// The header.
-        header: &'static str,
-        /// Its value.
-        value: String,
-    },
     /// A persistent message could not be written to the store: it was not accepted.
     #[error("persistent message not stored: {0}")]
     Store(String),

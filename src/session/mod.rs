@@ -12,7 +12,6 @@ mod error;
 pub mod heartbeat;
 mod persist;
 pub mod presence;
-mod timing;
 mod transaction;
 
 pub use conn::{Accepted, serve};
@@ -70,28 +69,7 @@ impl Shared {
 /// The system topic of live statistics (admins only).
 pub const STATS_TOPIC: &str = "/sys/stats";
 
-/// Headers a producer may not pass through to MESSAGE: the broker sets them, or they
-/// only mean something on the SEND itself.
-const RESERVED: [&str; 11] = [
-    "destination",
-    "receipt",
-    "transaction",
-    "content-length",
-    "message-id",
-    "subscription",
-    "ack",
-    "redelivered",
-    "redelivery-count",
-    // Set when a message is dead-lettered: a producer must not forge where it came
-    // from or why it died.
-    "original-destination",
-    "dead-letter-reason",
-];
-
-/// Whether a producer header is one the broker sets or drops (see `RESERVED`).
-pub fn is_reserved(name: &str) -> bool {
-    RESERVED.contains(&name)
-}
+pub use crate::router::is_reserved;
 
 /// What the connection loop must do after a frame.
 pub enum Flow {
@@ -626,9 +604,6 @@ impl Session {
         frame: Frame,
     ) -> Result<crate::router::Message, SessionError> {
         let mut headers: Headers = frame.headers;
-        headers.retain(|k, _| !RESERVED.contains(&k));
-        // It lives as long as the message: no room for the removed ones.
-        headers.shrink_to_fit();
         if let Some(reply_to) = headers.get("reply-to").map(str::to_owned) {
             let routable = self.resolve(&reply_to);
             if routable != reply_to {
@@ -638,23 +613,10 @@ impl Session {
                 headers.set_first("reply-to", routable);
             }
         }
-        let (expires_ms, deliver_at_ms) = if destination.starts_with("/queue/") {
-            let ttl = self.shared.router.message_ttl_ms(&destination);
-            timing::timing(&headers, crate::router::now_ms, ttl)?
-        } else {
-            (0, 0)
-        };
-        // A persistent topic message is stored in the durable subscriptions it feeds.
-        let persistent = destination.starts_with("/topic/")
-            && self.shared.router.store().is_some()
-            && headers
-                .get("persistent")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let mut message = self.shared.router.message(destination, headers, frame.body);
-        message.expires_ms = expires_ms;
-        message.deliver_at_ms = deliver_at_ms;
-        message.persistent = persistent;
-        Ok(message)
+        Ok(self
+            .shared
+            .router
+            .client_message(destination, headers, frame.body)?)
     }
 
     /// Whether this session is an admin's (`[admin] users` by passcode, or `roles`).

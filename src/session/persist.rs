@@ -201,8 +201,14 @@ impl Session {
         receipt: Option<String>,
     ) -> Result<Flow, SessionError> {
         let router = self.shared.router.clone();
-        let mut reservation =
-            router.reserve_evicting(&message.destination, message.size, Some(self.link.quota()))?;
+        // Above the memory watermark the drop-oldest policy drops nothing until the
+        // wait is over: the SEND may yet be refused.
+        let quota = Some(self.link.quota());
+        let mut reservation = if router.memory().is_high() {
+            router.reserve(&message.destination, message.size, quota)?
+        } else {
+            router.reserve_evicting(&message.destination, message.size, quota)?
+        };
         let cap = self.shared.config.store.max_inflight_per_connection;
         // Its receipt is pushed from the store's thread whatever the outbox holds:
         // only while there is room, so a client that does not read cannot pile them up.
@@ -224,6 +230,7 @@ impl Session {
         Ok(Flow::Wait(Waiting {
             until: Box::pin(async move {
                 router.memory_room().await?;
+                reservation.evict();
                 reservation.fill().await?;
                 inflight.below(cap).await;
                 let (tx, rx) = tokio::sync::oneshot::channel();

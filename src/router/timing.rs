@@ -9,7 +9,7 @@
 //! A value that is not a non-negative integer is an ERROR naming the header, not a
 //! message silently delivered at the wrong time.
 
-use super::SessionError;
+use super::RouteError;
 use crate::frame::Headers;
 
 /// When a message expires and when it may be delivered (ms since the epoch, 0: never
@@ -19,7 +19,7 @@ pub(super) fn timing(
     headers: &Headers,
     now: impl Fn() -> u64,
     ttl_ms: u64,
-) -> Result<(u64, u64), SessionError> {
+) -> Result<(u64, u64), RouteError> {
     // Relative (true) or absolute (false) times.
     let mut expiry: Vec<(bool, u64)> = Vec::new();
     let mut delay: Vec<(bool, u64)> = Vec::new();
@@ -33,13 +33,10 @@ pub(super) fn timing(
             "AMQ_SCHEDULED_TIME" => (&mut delay, false, "AMQ_SCHEDULED_TIME"),
             _ => continue,
         };
-        let ms = v
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| SessionError::BadHeader {
-                header,
-                value: v.to_owned(),
-            })?;
+        let ms = v.trim().parse::<u64>().map_err(|_| RouteError::BadHeader {
+            header,
+            value: v.to_owned(),
+        })?;
         list.push((relative, ms));
     }
     if expiry.is_empty() && delay.is_empty() && ttl_ms == 0 {
