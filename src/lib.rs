@@ -21,7 +21,11 @@
 //!   slow-consumer policy), temp queues, per-connection queue quotas, and settlement
 //!   (`router::Link`): the one place that decides each delivery's fate.
 //!   Also expiry, delayed delivery (`router::schedule`, one timer) and durable topic
-//!   subscriptions (`router::durable`, each a queue of its own).
+//!   subscriptions (`router::durable`, each a queue of its own, owned by the user who
+//!   made it). `router::publish` is the one publish path: every client's message
+//!   (STOMP SEND, HTTP publish, the admin API) is made there, and HTTP and admin
+//!   publishes are handed on there. The wildcard trie holds patterns with at most one
+//!   `#`, so a publish visits each of its nodes at most once (`limits.max_wildcard_words`).
 //! - [`store`] — persistent messages in one redb file, written by the group-commit
 //!   thread (`store::GroupCommit`) in one transaction per batch; loaded at start.
 //! - [`memory`] — the broker-wide gauge of held bytes and its high watermark.
@@ -79,7 +83,8 @@
 //! instructions; nothing awaits while holding one. The awaits on the publish path —
 //! room in a full queue (before the queue's lock is taken) and room in a topic
 //! subscriber's full outbox (after the topic's lock is released) — hold none. A session is never locked from outside: it is owned by its
-//! task. The delay schedule's mutex is a leaf, and so are the admin side's: the
+//! task. The delay schedule's mutex is a leaf, and so are the set of client ids in use
+//! and a durable subscription's unattached-since time, and the admin side's: the
 //! per-destination stats index, the connection list and each connection's state in it
 //! (taken under a topic's lock when a presence snapshot is built), and the rates. Store completions run on the store's
 //! thread holding no lock, and take the locks above in this order; a queue never

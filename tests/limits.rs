@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use stompbox::frame::{Command, Frame};
+use stompbox::metrics::Metrics;
 use tokio::time::Instant;
 
 /// A connection opened before the offending one, subscribed to its own queue.
@@ -480,7 +481,6 @@ async fn limits_handshake_timeout_ms() {
 #[tokio::test]
 async fn outbox_write_timeout_ms_cuts_a_stalled_reader_and_requeues() {
     use std::collections::BTreeSet;
-    use stompbox::metrics::Metrics;
 
     const N: usize = 64;
     const BODY: usize = 256 * 1024;
@@ -806,4 +806,39 @@ async fn limits_max_frames_per_second() {
     calm.send("SEND\ndestination:/queue/calm\nreceipt:after\n\nx")
         .await;
     calm.until_receipt("after").await;
+}
+
+/// Issue 18, finding 12 (in part): a dead letter was discarded when its dead-letter
+/// queue could not be created because `limits.max_queues` queues existed, and
+/// anyone can fill that table by naming queues. Dead-letter queues are no longer held
+/// to it (one per queue at most, so still bounded): the dead letter arrives.
+#[tokio::test]
+async fn a_full_queue_table_does_not_discard_dead_letters() {
+    let mut cfg = config();
+    cfg.queues.max_redeliveries = 0;
+    cfg.limits.max_queues = 3;
+    cfg.queues.idle_delete_ms = 0;
+    let b = start_with(cfg).await;
+    let mut c = connected(&b).await;
+    c.subscribe("w", "/queue/work", "client-individual").await;
+    // Someone fills the queue table.
+    let mut filler = connected(&b).await;
+    filler.publish("/queue/junk-1", "x").await;
+    filler.publish("/queue/junk-2", "x").await;
+    filler.send("SEND\ndestination:/queue/junk-3\n\nx").await;
+    let e = filler.expect_error_and_close().await;
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap()
+            .starts_with("too many queues"),
+        "{e:?}"
+    );
+    c.publish("/queue/work", "poison").await;
+    let m = c.expect(Command::Message).await;
+    let ack = m.headers.get("ack").unwrap().to_owned();
+    c.send(&format!("NACK\nid:{ack}\nreceipt:n\n\n")).await;
+    c.until_receipt("n").await;
+    assert_eq!(b.handle.router().queue_depth("/queue/DLQ.work"), Some(1));
+    assert_eq!(Metrics::get(&b.handle.metrics().discarded), 0);
 }

@@ -425,6 +425,19 @@ impl RouterInner {
         owner: Option<&Arc<str>>,
         quota: Option<&Quota>,
     ) -> Result<Arc<Queue>, RouteError> {
+        self.queue_capped(name, owner, quota, true)
+    }
+
+    /// [`RouterInner::queue`]; `capped: false` for the dead-letter queue of a queue
+    /// that exists (at most one per queue, so still bounded): a client that fills
+    /// `limits.max_queues` by naming queues must not make dead letters undeliverable.
+    fn queue_capped(
+        self: &Arc<Self>,
+        name: &str,
+        owner: Option<&Arc<str>>,
+        quota: Option<&Quota>,
+        capped: bool,
+    ) -> Result<Arc<Queue>, RouteError> {
         if let Some(q) = self.queues.read().expect("router lock poisoned").get(name) {
             return Ok(q.clone());
         }
@@ -435,7 +448,7 @@ impl RouterInner {
         if let Some(q) = queues.get(name) {
             return Ok(q.clone());
         }
-        if queues.len() >= self.config.max_queues {
+        if capped && queues.len() >= self.config.max_queues {
             return Err(RouteError::TooManyQueues(self.config.max_queues));
         }
         let queue = Queue::new(
@@ -579,9 +592,9 @@ impl RouterInner {
     }
 
     /// Moves a message that exhausted its redeliveries to `/queue/<prefix>NAME`, keeping
-    /// where it came from in an `original-destination` header. A full dead-letter queue
-    /// (or one that cannot be created under `limits.max_queues`) discards it, counted:
-    /// it must not block the NACK that caused it. A persistent message's move is two
+    /// where it came from in an `original-destination` header. Its creation is not
+    /// held to `limits.max_queues`. A full dead-letter queue discards it, counted: it
+    /// must not block the NACK that caused it. A persistent message's move is two
     /// operations in `ops` (its record deleted where it was, written in the dead-letter
     /// queue), which the caller submits in one batch — never lost, never in both —
     /// before it hands the returned [`DeadLetter`] to its queue, so that an ACK of it
@@ -613,7 +626,7 @@ impl RouterInner {
         let mut dead = Message::new(message.id.clone(), dlq_name, headers, message.body.clone());
         dead.persistent = message.persistent;
         let reserved = self
-            .queue(&dead.destination, None, None)
+            .queue_capped(&dead.destination, None, None, false)
             .ok()
             .and_then(|q| q.try_reserve(dead.size, true).map(|p| (q, p)));
         let source = self.stats.existing(from);
@@ -1295,8 +1308,9 @@ impl Router {
             durables
                 .all()
                 .filter(|d| {
+                    let attached = d.queue.view().consumers > 0;
                     let mut since = d.unattached_since.lock().expect("durable lock poisoned");
-                    if d.queue.view().consumers > 0 {
+                    if attached {
                         *since = None;
                         return false;
                     }
