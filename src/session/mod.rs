@@ -564,14 +564,12 @@ impl Session {
             self.hold(tx, frame)?;
             return Ok(Flow::Continue);
         }
-        let router = &self.shared.router;
-        if router.persists(&destination, frame.headers.get("persistent")) {
-            let receipt = frame.headers.get("receipt").map(str::to_owned);
-            let message = self.message(destination, frame)?;
-            return self.send_persistent(message, receipt);
-        }
         let receipt = frame.headers.get("receipt").map(str::to_owned);
         let message = self.message(destination, frame)?;
+        // Persistence was decided with the message (see `router::publish`).
+        if message.persistent && message.destination.starts_with("/queue/") {
+            return self.send_persistent(message, receipt);
+        }
         // Its RECEIPT waits until it is in every durable subscription's store.
         let stored = message.persistent;
         Ok(
