@@ -28,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::queue::{Permit, Returned};
-use super::{AckMode, Message, Quota, Router, Subscription, Target};
+use super::{AckMode, Message, Quota, Router, StoreOps, Subscription, Target};
 use crate::metrics::Metrics;
 use crate::outbox::Ticket;
 
@@ -253,7 +253,7 @@ impl Link {
                 self.forget_if_done(sub, &pending);
                 settled
             };
-            settle(sub, settled);
+            settle(sub, settled, None);
         });
     }
 
@@ -328,6 +328,17 @@ impl Link {
     /// redeliveries (or dead-letters them) and drops topic ones. False if `r` is no
     /// longer pending.
     pub fn settle(&self, r: &AckRef, nack: bool) -> bool {
+        self.settle_deferring(r, nack, None)
+    }
+
+    /// [`Link::settle`] for a COMMIT: an ACK's store deletes go into `deferred`, to be
+    /// written in one request with the transaction's persistent SENDs
+    /// ([`Router::persist_staged_with`]), so that a crash keeps both or neither.
+    pub fn settle_in(&self, r: &AckRef, nack: bool, deferred: &mut StoreOps) -> bool {
+        self.settle_deferring(r, nack, Some(deferred))
+    }
+
+    fn settle_deferring(&self, r: &AckRef, nack: bool, deferred: Option<&mut StoreOps>) -> bool {
         let sub = &r.sub;
         let taken: Vec<Delivery> = {
             let mut pending = sub.lock();
@@ -356,7 +367,7 @@ impl Link {
         if nack {
             give_back(sub, taken, true);
         } else {
-            settle(sub, taken);
+            settle(sub, taken, deferred);
         }
         true
     }
@@ -437,7 +448,7 @@ impl Drop for LinkGuard {
 /// messages. Only a subscription whose prefetch
 /// window was full can have held its queue back (a full outbox wakes the queue through
 /// the outbox), so only then is the queue asked to deliver more.
-fn settle(sub: &Arc<Subscription>, settled: Vec<Delivery>) {
+fn settle(sub: &Arc<Subscription>, settled: Vec<Delivery>, deferred: Option<&mut StoreOps>) {
     if settled.is_empty() {
         return;
     }
@@ -445,8 +456,12 @@ fn settle(sub: &Arc<Subscription>, settled: Vec<Delivery>) {
     let Some(Target::Queue(queue)) = sub.target.get() else {
         return;
     };
-    // Persistent ones leave the store in the next batch.
-    queue.forget(settled.iter().map(|d| (&*d.message, d.qseq)));
+    // Persistent ones leave the store in the next batch (a COMMIT's, with its SENDs).
+    let settled_at = settled.iter().map(|d| (&*d.message, d.qseq));
+    match deferred {
+        Some(ops) => queue.forget_into(settled_at, &mut ops.0),
+        None => queue.forget(settled_at),
+    }
     drop(settled);
     if before >= sub.prefetch {
         queue.dispatch();

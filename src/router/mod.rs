@@ -658,6 +658,19 @@ impl RouterInner {
     }
 }
 
+/// Store writes held back by a COMMIT (its ACKs' deletes), written in one request
+/// with its persistent SENDs by [`Router::persist_staged_with`]. Opaque: only the
+/// router talks to the store.
+#[derive(Debug, Default)]
+pub struct StoreOps(Vec<Op>);
+
+impl StoreOps {
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A persistent message with its place taken in its queue and its record encoded,
 /// waiting to be written ([`Router::persist_staged`]).
 #[derive(Debug)]
@@ -848,11 +861,23 @@ impl Router {
         staged: Vec<Staged>,
         done: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static,
     ) {
+        self.persist_staged_with(StoreOps::default(), staged, done);
+    }
+
+    /// [`Router::persist_staged`], with `first` (a COMMIT's ACK deletes) in the same
+    /// store request: one batch, so a crash keeps all of a transaction or none.
+    pub fn persist_staged_with(
+        &self,
+        first: StoreOps,
+        staged: Vec<Staged>,
+        done: impl FnOnce(Result<(), Arc<StoreError>>) + Send + 'static,
+    ) {
         let Some(store) = &self.inner.store else {
             done(Ok(()));
             return;
         };
-        let mut ops = Vec::with_capacity(staged.len());
+        let mut ops = first.0;
+        ops.reserve(staged.len());
         let mut held = Vec::with_capacity(staged.len());
         for s in staged {
             ops.extend(s.op);

@@ -344,17 +344,28 @@ impl Queue {
         let _ = self.store_id.set(id);
     }
 
-    /// Deletes the records of these settled (or dropped) messages, as `(message,
-    /// place)`; only persistent ones have one.
-    pub(super) fn forget<'a>(&self, settled: impl IntoIterator<Item = (&'a Message, u64)>) {
+    /// The deletes of [`Queue::forget`], added to `ops` for the caller to submit.
+    pub(super) fn forget_into<'a>(
+        &self,
+        settled: impl IntoIterator<Item = (&'a Message, u64)>,
+        ops: &mut Vec<Op>,
+    ) {
         let Some(id) = self.store_id.get() else {
             return;
         };
-        let ops: Vec<Op> = settled
-            .into_iter()
-            .filter(|(m, _)| m.persistent)
-            .map(|(_, seq)| Op::Delete { queue: *id, seq })
-            .collect();
+        ops.extend(
+            settled
+                .into_iter()
+                .filter(|(m, _)| m.persistent)
+                .map(|(_, seq)| Op::Delete { queue: *id, seq }),
+        );
+    }
+
+    /// Deletes the records of these settled (or dropped) messages, as `(message,
+    /// place)`; only persistent ones have one.
+    pub(super) fn forget<'a>(&self, settled: impl IntoIterator<Item = (&'a Message, u64)>) {
+        let mut ops = Vec::new();
+        self.forget_into(settled, &mut ops);
         if ops.is_empty() {
             return;
         }

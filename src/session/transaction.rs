@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use super::{Done, Flow, Session, SessionError, Waiting, header};
 use crate::frame::{Command, Frame};
 use crate::memory::Charge;
-use crate::router::{AckRef, Message, Reservation};
+use crate::router::{AckRef, Message, Reservation, StoreOps};
 
 /// An open transaction: its frames, held until COMMIT, and their bytes charged to the
 /// memory gauge (at most `limits.max_tx_bytes`).
@@ -177,6 +177,8 @@ impl Session {
         });
         // Whether the receipt must wait for the disk.
         let mut stored = false;
+        // The ACKs' store deletes, written with the SENDs in one request.
+        let mut deferred = StoreOps::default();
         for step in prepared.steps {
             match step {
                 Step::Send {
@@ -209,14 +211,14 @@ impl Session {
                 // An earlier cumulative ACK of the same transaction may have settled
                 // it already: the outcome is the same.
                 Step::Ack { found, nack } => {
-                    self.link.settle(&found, nack);
+                    self.link.settle_in(&found, nack, &mut deferred);
                     stored = true;
                 }
             }
         }
         let on_disk = router.store().filter(|_| stored).map(|_| {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            router.persist_staged(staged, move |r| {
+            router.persist_staged_with(deferred, staged, move |r| {
                 let _ = tx.send(r);
             });
             rx
