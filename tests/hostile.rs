@@ -877,3 +877,70 @@ async fn http_connections_per_address_are_capped() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 404"));
 }
+
+/// Issue 18, finding 13: partly read frames were not stopped by the watermark: 10
+/// connections each parked part of a large SEND, gauge 42 MB against an 8 MB
+/// watermark, and no ERROR. Now a SEND still arriving above the watermark is not read
+/// further, and after `queues.send_timeout_ms` its sender gets ERROR and is closed,
+/// giving its bytes back; a client sending small frames carries on.
+#[tokio::test]
+async fn partial_sends_above_the_watermark_are_paused_then_refused() {
+    let mut cfg = config();
+    cfg.memory.high_watermark_bytes = 1 << 20;
+    cfg.limits.max_body_bytes = 8 << 20;
+    cfg.queues.send_timeout_ms = 300;
+    let b = start_with(cfg).await;
+    let memory = b.handle.router().memory().clone();
+    let mut parked = Vec::new();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(b.tcp()).await.unwrap();
+        s.write_all(b"CONNECT\naccept-version:1.2\nhost:h\n\n\0")
+            .await
+            .unwrap();
+        parked.push(tokio::spawn(async move {
+            let (mut r, mut w) = s.into_split();
+            // Half of an 8 MB body, then nothing: the writes stall once the broker
+            // stops reading, and fail once it closes.
+            let writer = tokio::spawn(async move {
+                let head = "SEND\ndestination:/queue/parked\ncontent-length:8000000\n\n";
+                if w.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for _ in 0..64 {
+                    if w.write_all(&[b'p'; 64 * 1024]).await.is_err() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await;
+            });
+            let mut got = Vec::new();
+            let _ = r.read_to_end(&mut got).await;
+            writer.abort();
+            String::from_utf8_lossy(&got).into_owned()
+        }));
+    }
+    let mut by = connected(&b).await;
+    by.subscribe("0", "/queue/side", "auto").await;
+    for (i, task) in parked.into_iter().enumerate() {
+        let got = tokio::time::timeout(WAIT, task)
+            .await
+            .unwrap_or_else(|_| panic!("parked sender {i} never refused; gauge {}", memory.used()))
+            .unwrap();
+        assert!(
+            got.contains("ERROR\nmessage:broker memory is above its high watermark"),
+            "{got:?}"
+        );
+    }
+    // Their bytes are given back; small frames went on meanwhile and still do.
+    let deadline = Instant::now() + WAIT;
+    while memory.is_high() {
+        assert!(
+            Instant::now() < deadline,
+            "gauge stays at {}",
+            memory.used()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    by.publish("/queue/side", "still here").await;
+    assert_eq!(&by.expect(Command::Message).await.body[..], b"still here");
+}

@@ -549,6 +549,7 @@ async fn read_loop(
     tokio::pin!(frame_timer);
     let mut frame_timer_armed = false;
     let mut waiting: Option<Waiting> = None;
+    let memory = shared.router.memory().clone();
     let connect_deadline = Instant::now() + config.connect_timeout();
     let mut last_read = Instant::now();
     let closed_by_admin = session
@@ -556,7 +557,11 @@ async fn read_loop(
         .as_ref()
         .map_or_else(CancellationToken::new, |c| c.close.clone());
     loop {
-        let reading = reader.reading(waiting.is_some());
+        // Above the memory watermark a SEND still arriving is not read further: its
+        // sender waits, as a SEND waits (up to `queues.send_timeout_ms`), and is then
+        // refused. Other frames (ACKs that free memory) are small and go on.
+        let memory_pause = memory.is_high() && partial_send(buf);
+        let reading = reader.reading(waiting.is_some()) && !memory_pause;
         buffered.set(buf.len());
         partial_since = match partial_since {
             _ if buf.is_empty() => None,
@@ -635,6 +640,16 @@ async fn read_loop(
                     _ => None,
                 }
             }
+            cleared = memory.wait_below(config.send_timeout()), if memory_pause => {
+                if cleared {
+                    None
+                } else {
+                    Some(End::error(
+                        crate::router::RouteError::MemoryHigh.to_string(),
+                        CloseReason::Policy,
+                    ))
+                }
+            }
             _ = sleep_until(token_deadline.unwrap_or(last_read)), if token_deadline.is_some() => {
                 Some(End::error("token expired", CloseReason::Policy))
             }
@@ -651,6 +666,16 @@ async fn read_loop(
             return end;
         }
     }
+}
+
+/// Whether `buf` holds the start of a SEND (after any heart-beat EOLs): the one frame
+/// that carries a body, so the one whose partial bytes the memory alarm pauses.
+fn partial_send(buf: &[u8]) -> bool {
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+    start.is_some_and(|i| {
+        let rest = &buf[i..];
+        rest.starts_with(b"SEND\n") || rest.starts_with(b"SEND\r\n")
+    })
 }
 
 /// Runs frame handling (which may wait for outbox room for our own replies) so that
