@@ -723,6 +723,10 @@ pub struct Store {
     /// The store file is compacted at start when it is this many times larger than
     /// the data it holds (and over 64 MiB).
     pub compact_ratio: u64,
+    /// Start even when the store fell back to an earlier commit after a crash (its
+    /// newest was damaged), running with what it holds; off, such a start stops with
+    /// an error saying how many commits are lost.
+    pub accept_rollback: bool,
 }
 
 impl Default for Store {
@@ -733,6 +737,7 @@ impl Default for Store {
             commit_batch: 1024,
             max_inflight_per_connection: 1024,
             compact_ratio: 4,
+            accept_rollback: false,
         }
     }
 }

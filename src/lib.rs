@@ -189,7 +189,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Option<Opened>,
     if c.data_dir.is_empty() {
         return Ok(None);
     }
-    let mut db = store::Store::open(std::path::Path::new(&c.data_dir))?;
+    let mut db = store::Store::open_with(std::path::Path::new(&c.data_dir), c.accept_rollback)?;
     if let Some((before, after)) = db.tidy(c.compact_ratio)? {
         tracing::info!(path = %db.path().display(), before, after, "store compacted");
     }

@@ -696,3 +696,87 @@ async fn a_consume_transform_produce_worker_loses_nothing_across_sigkill() {
     }
     assert_eq!(lost_total, 0);
 }
+
+/// Issue 18, finding 7: three receipted persistent messages, kill -9, one byte of the
+/// newest stored body flipped: redb fell back to the previous commit and the broker
+/// started with 2 messages and no warning. Now the start stops with an error saying
+/// commits are lost; `store.accept_rollback = true` starts with what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_fell_back_to_an_earlier_commit_is_reported() {
+    let dir = data_dir("rollback");
+    let port = free_port();
+    let b = Broker::start(&dir, port).await;
+    let mut c = Conn::open(b.addr).await.unwrap();
+    for i in 0..3 {
+        let frame = format!(
+            "SEND\ndestination:/queue/rb\npersistent:true\nreceipt:{i}\n\nrb-{i}-rollback-marker\0"
+        );
+        c.write.write_all(frame.as_bytes()).await.unwrap();
+        assert_eq!(c.frame().await.unwrap().command, Command::Receipt);
+    }
+    drop(c);
+    b.kill();
+    let file = dir.join("stompbox.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let needle = b"rb-2-rollback-marker";
+    let at = bytes
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .expect("the newest body is in the file");
+    bytes[at + 10] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let run = |extra: &[&str]| {
+        Process::new(env!("CARGO_BIN_EXE_stompbox"))
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args([
+                "--tcp",
+                &format!("127.0.0.1:{port}"),
+                "--ws",
+                "127.0.0.1:0",
+                "--admin",
+                "",
+            ])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut refused = run(&[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while refused.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("the broker started on a store that lost its last commit");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = refused.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("commit(s) are lost") && stderr.contains("store.accept_rollback = true"),
+        "{stderr}"
+    );
+    // Accepted: it starts with what the store holds, and says so.
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, "[store]\naccept_rollback = true\n").unwrap();
+    let child = run(&["--config", config.to_str().unwrap()]);
+    let b = Broker {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(b.addr).await.is_err() {
+        assert!(Instant::now() < deadline, "stompbox did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = drain_numbers(b.addr, "/queue/rb").await;
+    assert!(left.len() < 3, "{left:?}");
+    drop(b);
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,8 +33,18 @@ const QUEUES: TableDefinition<u64, &str> = TableDefinition::new("queues");
 /// Durable subscription key → the topic (or pattern) it subscribes to.
 const DURABLES: TableDefinition<&str, &str> = TableDefinition::new("durable_subscriptions");
 
+/// `commit` → the number of the last commit, written in every commit.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const COMMIT_KEY: &str = "commit";
+
 /// The file inside `store.data_dir`.
 pub const FILE_NAME: &str = "stompbox.redb";
+/// Beside it: the number of the last commit that returned, rewritten after each one
+/// (no fsync of its own: a process crash keeps the page cache). At start, a store
+/// whose own last commit is older than this fell back to an earlier commit (redb does
+/// when the newest is damaged after a crash): acknowledged writes are gone, and the
+/// start says so instead of running on silently with less.
+pub const COMMIT_FILE: &str = "stompbox.commit";
 
 /// Below this size the file is never compacted: the gain would be nothing.
 const COMPACT_ABOVE: u64 = 64 * 1024 * 1024;
@@ -65,6 +75,23 @@ pub enum StoreError {
         path: PathBuf,
         /// What redb said.
         reason: String,
+    },
+    /// The store holds an older commit than one that had returned: redb fell back to
+    /// an earlier commit (the newest was damaged after a crash).
+    #[error(
+        "store {path} holds commit {found}, but commit {acknowledged} had been written: \
+         its last {} commit(s) are lost (the file was damaged after a crash and fell back \
+         to an earlier commit), so receipted messages may be missing or acknowledged ones \
+         back. Set store.accept_rollback = true to start with what it holds.",
+        acknowledged - found
+    )]
+    RolledBack {
+        /// The file.
+        path: PathBuf,
+        /// The commit the store holds.
+        found: u64,
+        /// The last commit that had returned.
+        acknowledged: u64,
     },
     /// An earlier commit failed; nothing more is written until a restart.
     #[error("store {path} failed earlier and refuses writes until the broker restarts")]
@@ -160,12 +187,23 @@ pub struct Store {
     path: PathBuf,
     /// Write transactions committed (one fsync each), for tests and metrics.
     commits: AtomicU64,
+    /// The number of the last commit (see [`COMMIT_FILE`]).
+    seq: AtomicU64,
+    /// [`COMMIT_FILE`], open for rewriting.
+    marker: std::fs::File,
 }
 
 impl Store {
     /// Opens (creating it and its directory if needed) the store in `dir`, checking
     /// every page: a torn or corrupt file is an error naming it, never an empty store.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, false)
+    }
+
+    /// [`Store::open`]; with `accept_rollback` (`store.accept_rollback`), a store that
+    /// fell back to an earlier commit is used as it is (logged as an error) instead of
+    /// stopping the start with [`StoreError::RolledBack`].
+    pub fn open_with(dir: &Path, accept_rollback: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
             source,
@@ -192,10 +230,47 @@ impl Store {
                 e => e.to_string(),
             })
         })?;
+        let found = {
+            let txn = db.begin_read().map_err(|e| open_error(e.to_string()))?;
+            match txn.open_table(META) {
+                Ok(meta) => meta
+                    .get(COMMIT_KEY)
+                    .map_err(|e| open_error(e.to_string()))?
+                    .map_or(0, |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(open_error(e.to_string())),
+            }
+        };
+        let marker_path = dir.join(COMMIT_FILE);
+        let acknowledged = std::fs::read(&marker_path)
+            .ok()
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes);
+        if acknowledged > found {
+            if !accept_rollback {
+                return Err(StoreError::RolledBack {
+                    path,
+                    found,
+                    acknowledged,
+                });
+            }
+            tracing::error!(
+                path = %path.display(), found, acknowledged,
+                "store fell back to an earlier commit: starting with what it holds (store.accept_rollback)"
+            );
+        }
+        let marker = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&marker_path)
+            .map_err(|e| open_error(format!("{}: {e}", marker_path.display())))?;
         let store = Store {
             db,
             path,
             commits: AtomicU64::new(0),
+            seq: AtomicU64::new(found),
+            marker,
         };
         // Create the tables, so that reads never meet a missing one.
         store.apply(&[])?;
@@ -223,7 +298,10 @@ impl Store {
     /// this returns Ok, none of them if it fails or the process dies before.
     pub fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let seq = self.seq.load(Ordering::Relaxed) + 1;
         {
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            meta.insert(COMMIT_KEY, seq).map_err(|e| self.io(e))?;
             let mut queues = txn.open_table(QUEUES).map_err(|e| self.io(e))?;
             let mut messages = txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
             let mut counts = txn.open_table(COUNTS).map_err(|e| self.io(e))?;
@@ -285,6 +363,12 @@ impl Store {
         }
         txn.commit().map_err(|e| self.io(e))?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        self.seq.store(seq, Ordering::Relaxed);
+        // After the commit returned: the marker is never ahead of what is on disk.
+        use std::os::unix::fs::FileExt as _;
+        if let Err(e) = self.marker.write_all_at(&seq.to_le_bytes(), 0) {
+            tracing::warn!(error = %e, "cannot record the last commit beside the store");
+        }
         Ok(())
     }
 
