@@ -98,6 +98,12 @@ impl Verifier {
         }
     }
 
+    /// Whether a login accepted by [`Verifier::check`] was proven (a configured user's
+    /// passcode), not just taken as a name.
+    pub fn proves_logins(&self) -> bool {
+        !self.users.is_empty()
+    }
+
     /// What a passcode login means here, for the start-up log.
     pub fn describe(&self) -> &'static str {
         match (self.users.is_empty(), self.logins_grant) {

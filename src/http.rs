@@ -84,6 +84,9 @@ pub(crate) struct HttpSide {
     pub body_timeout: Duration,
     /// `http.max_connection_ms`: the longest an HTTP connection stays open un-upgraded.
     pub max_connection: Duration,
+    /// `queues.send_timeout_ms`: how long a publish may wait for room (twice: memory,
+    /// then its queue), part of the grace a request in flight gets at the lifetime cut.
+    pub send_timeout: Duration,
     /// HTTP connections per source address (`http.max_connections_per_address`).
     pub http_peers: Arc<crate::peers::Peers>,
     /// On the admin listener: the admin routes, for every path but the WebSocket's.
@@ -172,9 +175,12 @@ where
             _ = lifetime => {
                 tracing::debug!("HTTP connection open for http.max_connection_ms: closing");
                 conn.as_mut().graceful_shutdown();
+                // Enough for a request that has only just started: its body, its waits
+                // for memory and queue room, and the disk.
+                let grace = side.body_timeout + side.send_timeout * 2 + Duration::from_secs(5);
                 tokio::select! {
                     r = conn.as_mut() => r,
-                    _ = tokio::time::sleep(side.body_timeout) => return None,
+                    _ = tokio::time::sleep(grace) => return None,
                 }
             }
             _ = side.shutdown.cancelled() => {

@@ -294,6 +294,7 @@ impl Broker {
             stomp_permits: permits.clone(),
             body_timeout: Duration::from_millis(config.http.body_timeout_ms),
             max_connection: Duration::from_millis(config.http.max_connection_ms),
+            send_timeout: config.send_timeout(),
             // Failed logins are counted in `peers`; this one counts connections only.
             http_peers: peers::Peers::new(
                 config.http.max_connections_per_address,
@@ -360,6 +361,7 @@ impl Broker {
                 stomp_permits: permits.clone(),
                 body_timeout: http.body_timeout,
                 max_connection: http.max_connection,
+                send_timeout: http.send_timeout,
                 http_peers: http.http_peers.clone(),
                 ws: Arc::new(ws),
                 router: router.clone(),

@@ -148,7 +148,7 @@ async fn idle_deletion_keeps_queues_that_acls_or_policies_name() {
     let mut cfg = with_acls();
     cfg.queues.idle_delete_ms = 200;
     cfg.queues.policies = vec![stompbox::config::QueuePolicy {
-        pattern: "orders.kept.*".into(),
+        pattern: "orders.kept.eu".into(),
         message_ttl_ms: None,
         persistent_by_default: None,
     }];

@@ -941,3 +941,31 @@ async fn durable_subscriptions_have_a_quota_per_user_an_expiry_and_distinct_keys
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Found in review: re-subscribing a durable subscription's name to another topic
+/// deleted the old one before the checks that could refuse the new one, so a refused
+/// SUBSCRIBE lost the backlog. Now a refusal leaves it as it was.
+#[tokio::test]
+async fn a_refused_resubscription_keeps_the_durable_subscription() {
+    let broker = start_with(common::config()).await;
+    let named = |topic: &str| format!("id:s\ndestination:{topic}\ndurable-subscription-name:n\n");
+    let mut c = connected_as(&broker, "app").await;
+    subscribe_with(&mut c, &named("/topic/kept")).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&broker, "/topic/kept", "", &["a", "b"]).await;
+    let mut c = connected_as(&broker, "app").await;
+    c.send(&format!("SUBSCRIBE\n{}\n", named("/topic/x.#.y.#")))
+        .await;
+    let e = c.expect_error_and_close().await;
+    assert!(
+        e.headers
+            .get("message")
+            .unwrap()
+            .contains("more than one #"),
+        "{e:?}"
+    );
+    let mut c = connected_as(&broker, "app").await;
+    subscribe_with(&mut c, &named("/topic/kept")).await;
+    assert_eq!(bodies(&take(&mut c, 2).await), ["a", "b"]);
+}

@@ -448,7 +448,13 @@ impl RouterInner {
         if let Some(q) = queues.get(name) {
             return Ok(q.clone());
         }
-        if capped && queues.len() >= self.config.max_queues {
+        // Dead-letter queues may take up to as many again: one per queue at most.
+        let max = if capped {
+            self.config.max_queues
+        } else {
+            self.config.max_queues.saturating_mul(2)
+        };
+        if queues.len() >= max {
             return Err(RouteError::TooManyQueues(self.config.max_queues));
         }
         let queue = Queue::new(
@@ -468,26 +474,40 @@ impl RouterInner {
     /// The queue of the durable subscription `key` to `destination` (a topic or
     /// pattern), created (and stored) if new. A key reused for another destination
     /// replaces the old subscription and its backlog, as JMS does.
-    fn durable(self: &Arc<Self>, key: &str, destination: &str) -> Result<Arc<Queue>, RouteError> {
+    ///
+    /// `attach` runs while the durables' lock is held, so that neither the expiry
+    /// sweep nor an administrator deletes the subscription between its lookup and the
+    /// subscriber's arrival; attaching restarts its unattached time.
+    fn durable(
+        self: &Arc<Self>,
+        key: &str,
+        destination: &str,
+        attach: impl FnOnce(&Arc<Queue>),
+    ) -> Result<Arc<Queue>, RouteError> {
+        fn attached(d: &durable::Durable, attach: impl FnOnce(&Arc<Queue>)) -> Arc<Queue> {
+            *d.unattached_since.lock().expect("durable lock poisoned") = None;
+            attach(&d.queue);
+            d.queue.clone()
+        }
         let read = self.durables.read().expect("router lock poisoned");
         if let Some(d) = read.get(key).filter(|d| d.destination == destination) {
-            return Ok(d.queue.clone());
+            return Ok(attached(d, attach));
         }
         drop(read);
         let mut durables = self.durables.write().expect("router lock poisoned");
-        if let Some(d) = durables.get(key) {
-            if d.destination == destination {
-                return Ok(d.queue.clone());
-            }
-            let old = durables.remove(key).expect("present");
-            self.forget_durable(&old);
-        }
+        let replacing = match durables.get(key) {
+            Some(d) if d.destination == destination => return Ok(attached(d, attach)),
+            Some(_) => 1,
+            None => 0,
+        };
+        // Every check before the old subscription (a reused key) goes: a refused
+        // SUBSCRIBE leaves it as it was.
         let max = self.config.max_durable_subscriptions;
-        if durables.len() >= max {
+        if durables.len() - replacing >= max {
             return Err(RouteError::TooManyDurables(max));
         }
         let per_user = self.config.max_durable_subscriptions_per_user;
-        if durables.owned_by(durable::owner_of(key)) >= per_user {
+        if durables.owned_by(durable::owner_of(key)) - replacing >= per_user {
             return Err(RouteError::TooManyDurablesForUser(per_user));
         }
         if let Some(pattern) = Pattern::parse(&destination[TOPIC.len()..]) {
@@ -496,6 +516,10 @@ impl RouterInner {
                 Err(e) => (0, Err(e)),
             };
             self.check_pattern(destination, nodes, cost)?;
+        }
+        if replacing > 0 {
+            let old = durables.remove(key).expect("present");
+            self.forget_durable(&old);
         }
         let queue = self.queue(&format!("{}{key}", durable::PREFIX), None, None)?;
         if let Some(store) = &self.store {
@@ -514,6 +538,7 @@ impl RouterInner {
                 queue.clone(),
             )))
             .expect("checked: at most one #");
+        attach(&queue);
         Ok(queue)
     }
 
@@ -770,6 +795,19 @@ impl Router {
         self.policy(destination)
             .and_then(|p| p.message_ttl_ms)
             .unwrap_or(self.inner.config.message_ttl_ms)
+    }
+
+    /// Whether a `[[queues.policies]]` entry names the queue `destination` exactly
+    /// (a wildcard one matches names clients invent, which may still go when idle).
+    fn named_by_policy(&self, destination: &str) -> bool {
+        let Some(name) = destination.strip_prefix("/queue/") else {
+            return false;
+        };
+        self.inner
+            .config
+            .policies
+            .iter()
+            .any(|p| p.pattern.is_none() && p.exact == name)
     }
 
     /// The first `[[queues.policies]]` entry for the queue `destination`.
@@ -1274,9 +1312,10 @@ impl Router {
         if !matches!(self.inner.classify(destination)?, Kind::Topic) {
             return Err(RouteError::BadDestination(destination.to_owned()));
         }
-        let queue = self.inner.durable(key, destination)?;
-        let _ = sub.target.set(Target::Queue(queue.clone()));
-        queue.add_consumer(sub);
+        self.inner.durable(key, destination, |queue| {
+            let _ = sub.target.set(Target::Queue(queue.clone()));
+            queue.add_consumer(sub);
+        })?;
         Ok(())
     }
 
@@ -1374,6 +1413,14 @@ impl Router {
                 .queue(&format!("{}{key}", durable::PREFIX), None, None);
             match queue {
                 Ok(queue) => {
+                    if !(key.starts_with("user:") || key.starts_with("anonymous/")) {
+                        tracing::warn!(
+                            %key, %destination,
+                            "durable subscription stored before subscriptions had owners: no \
+                             client can attach to it any more; it keeps its backlog until deleted \
+                             (DELETE /api/durables) or expired (limits.durable_subscription_expiry_ms)"
+                        );
+                    }
                     let durable = Arc::new(durable::Durable::new(key, destination, queue));
                     let mut durables = self.inner.durables.write().expect("router lock poisoned");
                     if durables.insert(durable.clone()).is_err() {
@@ -1446,8 +1493,8 @@ impl Router {
     /// Deletes every queue that has been unused for `queues.idle_delete_ms`: empty, no
     /// consumer, and referenced by nothing but the map (so no producer holds a
     /// reservation and no delivery is in flight). Temp queues are left to their
-    /// connection, and queues matched by `[[queues.policies]]` or named exactly by an
-    /// ACL rule stay (a write-only producer could not re-create them). Candidates are found under the read lock; the write lock is taken
+    /// connection, and queues named exactly by `[[queues.policies]]` or by an ACL rule
+    /// stay (a write-only producer could not re-create them). Candidates are found under the read lock; the write lock is taken
     /// only to delete, and the reference count is checked again under it, where no new
     /// reference can be made. Returns how many were deleted.
     pub fn sweep_idle(&self) -> usize {
@@ -1461,7 +1508,7 @@ impl Router {
             q.owner.is_none()
                 && Arc::strong_count(q) == 1
                 && !self.inner.config.named_by_acls.contains(&q.name)
-                && self.policy(&q.name).is_none()
+                && !self.named_by_policy(&q.name)
         };
         let candidates: Vec<String> = self
             .inner

@@ -106,7 +106,7 @@ impl Session {
             .as_deref()
             .ok_or(SessionError::DurableNeedsClientId)?;
         Ok(Some(key(
-            &owner(self.login.as_deref()),
+            &owner(self.proven_login()),
             "client",
             &[client, name],
         )))
@@ -136,7 +136,7 @@ impl Session {
         if (yes("durable") || yes("persistent")) && !yes("auto-delete") {
             let client = self.client_id.as_deref().unwrap_or("");
             return Ok(Some(key(
-                &owner(self.login.as_deref()),
+                &owner(self.proven_login()),
                 "rabbitmq",
                 &[client, id, destination],
             )));

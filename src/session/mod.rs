@@ -363,7 +363,7 @@ impl Session {
             heartbeat::negotiate(client_hb, (hb.send_ms, hb.recv_ms), hb.min_ms.max(1));
         self.version = Some(version);
         if let Some(client) = frame.headers.get("client-id") {
-            let owner = durable::owner(self.login.as_deref());
+            let owner = durable::owner(self.proven_login());
             let claim = self
                 .shared
                 .client_ids
@@ -615,6 +615,16 @@ impl Session {
             .shared
             .router
             .client_message(destination, headers, frame.body)?)
+    }
+
+    /// The login, when something proved it (a configured user's passcode, a token or a
+    /// certificate); a login taken as a name only owns nothing: durable subscriptions
+    /// and client ids of unproven logins are the anonymous user's.
+    fn proven_login(&self) -> Option<&str> {
+        let proven = self.token_deadline.is_some()
+            || (self.cert_user.is_some() && self.cert_user == self.login)
+            || (self.by_passcode && self.shared.verifier.proves_logins());
+        self.login.as_deref().filter(|_| proven)
     }
 
     /// Whether this session is an admin's (`[admin] users` by passcode, or `roles`).
@@ -929,6 +939,8 @@ impl Session {
     /// Stops deliveries to this connection (its read side has ended); what is still
     /// unsettled is returned when the session is dropped, after the writer is done.
     pub fn stop_deliveries(&mut self) {
+        // The client id is free for a reconnect at once, not after the linger.
+        self.client_claim = None;
         self.txs.clear();
         self.link.detach_all();
         for sub in std::mem::take(&mut self.subs).into_values() {

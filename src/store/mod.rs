@@ -215,6 +215,9 @@ impl Store {
         };
         // redb documents that opening a file corrupted outside it may panic unless the
         // integrity check is on; the check is on, and a panic is caught all the same.
+        // A store file made now has no past: a commit marker beside it belongs to a
+        // file that was removed (a reset), not to a lost commit.
+        let fresh = !path.exists();
         let opened = std::panic::catch_unwind(|| {
             redb::Builder::new()
                 .set_cache_size(64 * 1024 * 1024)
@@ -246,7 +249,7 @@ impl Store {
             .ok()
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map_or(0, u64::from_le_bytes);
-        if acknowledged > found {
+        if acknowledged > found && !fresh {
             if !accept_rollback {
                 return Err(StoreError::RolledBack {
                     path,
