@@ -486,10 +486,17 @@ impl Store {
         txn.commit().map_err(|e| self.io(e))?;
         let size = |s: &Store| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
         let before = size(self);
-        if before <= COMPACT_ABOVE || before <= live.saturating_mul(ratio) {
+        // A compaction cut short (the process killed between its passes) may leave the
+        // file under the threshold but still mostly empty: a marker beside it says to
+        // finish it at the next start, whatever the size.
+        let marker = self.path.with_file_name("stompbox.compacting");
+        let resuming = marker.exists();
+        if !resuming && (before <= COMPACT_ABOVE || before <= live.saturating_mul(ratio)) {
             return Ok(None);
         }
+        std::fs::write(&marker, b"").map_err(|e| self.io(e))?;
         while self.db.compact().map_err(|e| self.io(e))? {}
+        std::fs::remove_file(&marker).map_err(|e| self.io(e))?;
         Ok(Some((before, size(self))))
     }
 }
