@@ -301,10 +301,15 @@ impl Store {
     /// this returns Ok, none of them if it fails or the process dies before.
     pub fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        let seq = self.seq.load(Ordering::Relaxed) + 1;
+        // Only commits that change something are numbered: the empty one at open (which
+        // creates the tables) dirties no page, so it never stands in the way of a
+        // compaction right after it.
+        let seq = self.seq.load(Ordering::Relaxed) + u64::from(!ops.is_empty());
         {
-            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
-            meta.insert(COMMIT_KEY, seq).map_err(|e| self.io(e))?;
+            if !ops.is_empty() {
+                let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+                meta.insert(COMMIT_KEY, seq).map_err(|e| self.io(e))?;
+            }
             let mut queues = txn.open_table(QUEUES).map_err(|e| self.io(e))?;
             let mut messages = txn.open_table(MESSAGES).map_err(|e| self.io(e))?;
             let mut counts = txn.open_table(COUNTS).map_err(|e| self.io(e))?;
@@ -366,6 +371,9 @@ impl Store {
         }
         txn.commit().map_err(|e| self.io(e))?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        if ops.is_empty() {
+            return Ok(());
+        }
         self.seq.store(seq, Ordering::Relaxed);
         // After the commit returned: the marker is never ahead of what is on disk.
         use std::os::unix::fs::FileExt as _;
