@@ -372,8 +372,9 @@ fn data_dir(name: &str) -> PathBuf {
     d
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipted_persistent_messages_survive_sigkill() {
+/// `STOMPBOX_CRASH_ROUNDS` (default 3), and `STOMPBOX_CRASH_SEED` or one from the
+/// clock (printed by each test, so a failing run can be replayed).
+fn rounds_and_seed() -> (usize, u64) {
     let rounds: usize = std::env::var("STOMPBOX_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -388,6 +389,12 @@ async fn receipted_persistent_messages_survive_sigkill() {
                 .as_nanos() as u64
                 | 1
         });
+    (rounds, seed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipted_persistent_messages_survive_sigkill() {
+    let (rounds, seed) = rounds_and_seed();
     println!("crash test: {rounds} rounds, STOMPBOX_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = data_dir("sigkill");
@@ -638,20 +645,7 @@ async fn drain_numbers(addr: SocketAddr, destination: &str) -> Vec<u64> {
 /// lost); a receipted COMMIT's input is gone and its output there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consume_transform_produce_worker_loses_nothing_across_sigkill() {
-    let rounds: usize = std::env::var("STOMPBOX_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let seed = std::env::var("STOMPBOX_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let (rounds, seed) = rounds_and_seed();
     println!("consume-transform-produce: seed {seed}, {rounds} rounds");
     let mut rng = Rng(seed);
     const N: usize = 400;
